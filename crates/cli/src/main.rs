@@ -1,0 +1,56 @@
+//! # delineate
+//!
+//! The command-line front of delineate: one thin subcommand per job, each
+//! calling into the library crates. Exit status 0 on success, 1 on any
+//! error (the message names the file and the problem), 2 on bad usage.
+
+mod commands;
+mod input;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Brain-tumour contouring for stereotactic radiosurgery.
+///
+/// Reads contrast-enhanced T1 MRI as a DICOM series or NIfTI file, with the
+/// geometry of every voxel in DICOM patient coordinates (LPS, mm).
+#[derive(Parser)]
+#[command(name = "delineate", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log what each step does (to stderr).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Info(commands::info::InfoArgs),
+    Convert(commands::convert::ConvertArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "info,delineate=debug" } else { "warn,dicom_object=error,dicom_parser=error,dicom_encoding=error" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let result = match cli.command {
+        Command::Info(a) => commands::info::run(&a),
+        Command::Convert(a) => commands::convert::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! # delineate-imaging
+//!
+//! One job: hold a 3-D image together with the exact position of every voxel
+//! in the patient (DICOM LPS millimetres), and do the geometric work that
+//! everything downstream needs — NIfTI I/O, exact reorientation, resampling
+//! (including label maps that never lose a one-voxel lesion), crop/pad,
+//! connected components and binary morphology.
+//!
+//! No deep-learning or DICOM dependencies live here, so this crate builds
+//! and tests in seconds.
+
+pub mod components;
+mod error;
+pub mod geometry;
+pub mod morphology;
+pub mod nifti_io;
+mod nifti_xform;
+pub mod orient;
+pub mod resample;
+pub mod volume;
+
+pub use components::{connected_components, label_components, Component, Components, Connectivity};
+pub use error::Error;
+pub use geometry::Geometry;
+pub use nifti_io::{
+    read_nifti, read_nifti_any, read_nifti_f32, read_nifti_header, write_nifti, write_nifti_any,
+    AnyVolume, DataType, NiftiInfo, NiftiWriteOptions, TransformSource,
+};
+pub use resample::{resample_labels, resample_linear, resample_nearest};
+pub use volume::Volume;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Seeds the fuzz corpora with real files: pydicom's test set, dicom3tools'
+# example, Colin27 and small NIfTI files of every datatype written by nibabel.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p corpus/dicom_read corpus/nifti_read corpus/series_plan
+td=$(python3 -c "import os, pydicom.data as d; print(os.path.join(os.path.dirname(d.__file__), 'test_files'))")
+cp "$td"/*.dcm corpus/dicom_read/ 2>/dev/null || true
+cp /usr/share/doc/dicom3tools/examples/*.dcm corpus/dicom_read/ 2>/dev/null || true
+python3 - <<'PY'
+import nibabel as nib, numpy as np, os
+d = "corpus/nifti_read"
+aff = np.array([[-0.9, 0.1, 0, 90], [0.1, 1.1, 0, -120], [0, 0, 2.5, -60], [0, 0, 0, 1]])
+for t in ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"]:
+    h = nib.Nifti1Header(); h.set_data_dtype(t)
+    img = nib.Nifti1Image(np.arange(60).reshape(5, 4, 3).astype(t), aff, header=h)
+    nib.save(img, os.path.join(d, f"{t}.nii"))
+    nib.save(img, os.path.join(d, f"{t}.nii.gz"))
+PY
+printf '\x05\x06%s' "$(head -c 200 /dev/urandom | base64 | head -c 200)" > corpus/series_plan/seed0
+echo "corpora seeded"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Sets up delineate on a fresh Debian machine: Debian packages (Colin27 brain
+# MRI, plastimatch, dcmtk, dicom3tools), the Python tools the tests compare
+# against, a release build of `delineate` on the PATH, and an example DICOM
+# series to try it on.
+#
+#   ./setup.sh              everything
+#   ./setup.sh --deps-only  packages only (what .ci/run uses before the tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(mricron-data plastimatch dcmtk dicom3tools python3-pip)
+# Pinned so conformance results do not drift (pylibjpeg: JPEG decoding for pydicom).
+PIP_PACKAGES=(numpy==2.4.6 scipy==1.17.1 nibabel==5.4.2 pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg==2.5.0)
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+if ! python3 -c "import scipy, nibabel, pydicom, pylibjpeg, libjpeg" >/dev/null 2>&1; then
+  echo "== installing Python packages: ${PIP_PACKAGES[*]}"
+  python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+
+[ "${1:-}" = "--deps-only" ] && exit 0
+
+echo "== building delineate (release)"
+cargo build --release -p delineate-cli
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+bin_dir=/usr/local/bin
+[ -w "$bin_dir" ] || { bin_dir="$HOME/.local/bin"; mkdir -p "$bin_dir"; }
+ln -sf "$target_dir/release/delineate" "$bin_dir/delineate"
+echo "== installed $bin_dir/delineate"
+
+example=data/example/colin27-dicom
+if [ ! -d "$example" ]; then
+  echo "== writing an example MR series (Colin27 through plastimatch) to $example"
+  mkdir -p data/example
+  plastimatch convert --input /usr/share/mricron/templates/ch2.nii.gz --output-dicom "$example" \
+    --modality MR --series-description "T1 Colin27" --patient-id COLIN27 >/dev/null
+fi
+echo "== ready: try 'delineate info $example'"
