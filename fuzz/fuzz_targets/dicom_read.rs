@@ -7,7 +7,7 @@ fuzz_target!(|data: &[u8]| {
     let path = std::path::Path::new("fuzz.dcm");
     let Ok(obj) = delineate_dicom::header::parse_bytes(data, path) else { return };
     let h = delineate_dicom::header::extract(&obj, path);
-    if delineate_dicom::read::check_transfer_syntax(&h).is_err() {
+    if delineate_dicom::check_transfer_syntax(&h).is_err() {
         return;
     }
     if let (Some(r), Some(c)) = (h.rows, h.columns) {

@@ -34,7 +34,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if cli.verbose { "info,delineate=debug" } else { "warn,dicom_object=error,dicom_parser=error,dicom_encoding=error" };
+    let level = if cli.verbose {
+        "info,delineate=debug"
+    } else {
+        "warn,dicom_object=error,dicom_parser=error,dicom_encoding=error"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),

@@ -110,9 +110,13 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, Error> {
 
 fn check_structure(bytes: &[u8], path: &Path) -> Result<(), Error> {
     if bytes.len() < PREAMBLE_BYTES + 4 || &bytes[PREAMBLE_BYTES..PREAMBLE_BYTES + 4] != b"DICM" {
-        return Err(Error::file(path, "not a DICOM Part 10 file (no DICM prefix at byte 128)"));
+        return Err(Error::file(
+            path,
+            "not a DICOM Part 10 file (no DICM prefix at byte 128)",
+        ));
     }
-    crate::length_guard::check(bytes).map_err(|m| Error::file(path, format!("corrupt DICOM file: {m}")))
+    crate::length_guard::check(bytes)
+        .map_err(|m| Error::file(path, format!("corrupt DICOM file: {m}")))
 }
 
 /// Reads the header of a Part 10 file (the parse stops before the pixel data).

@@ -46,17 +46,34 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn u16(&self, p: usize) -> u16 {
         let b = [self.buf[p], self.buf[p + 1]];
-        if self.enc.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
+        if self.enc.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
     }
 
     fn u32(&self, p: usize) -> u32 {
-        let b = [self.buf[p], self.buf[p + 1], self.buf[p + 2], self.buf[p + 3]];
-        if self.enc.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        let b = [
+            self.buf[p],
+            self.buf[p + 1],
+            self.buf[p + 2],
+            self.buf[p + 3],
+        ];
+        if self.enc.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
     }
 
     /// Reads an element header at `p` (within `end`): tag, VR (if explicit),
     /// length and the offset of the value.
-    fn header(&self, p: usize, end: usize) -> Result<((u16, u16), Option<[u8; 2]>, u32, usize), String> {
+    fn header(
+        &self,
+        p: usize,
+        end: usize,
+    ) -> Result<((u16, u16), Option<[u8; 2]>, u32, usize), String> {
         if p + 8 > end {
             return Err(format!("truncated element header at byte {p}"));
         }
@@ -70,7 +87,22 @@ impl Walker<'_> {
             // dicom-parser reads unknown VR bytes as UN (4-byte length): so do we.
             vr = *b"UN";
         }
-        if matches!(&vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV") {
+        if matches!(
+            &vr,
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"SV"
+                | b"UC"
+                | b"UN"
+                | b"UR"
+                | b"UT"
+                | b"UV"
+        ) {
             if p + 12 > end {
                 return Err(format!("truncated element header at byte {p}"));
             }
@@ -82,7 +114,13 @@ impl Walker<'_> {
 
     /// Walks elements in `[p, end)`; returns where it stopped (at `end`, or
     /// just after an item delimiter when `in_item`).
-    fn elements(&self, mut p: usize, end: usize, depth: usize, in_item: bool) -> Result<usize, String> {
+    fn elements(
+        &self,
+        mut p: usize,
+        end: usize,
+        depth: usize,
+        in_item: bool,
+    ) -> Result<usize, String> {
         if depth > MAX_DEPTH {
             return Err("sequences nested too deeply".into());
         }
@@ -134,7 +172,13 @@ impl Walker<'_> {
 
     /// Items of a sequence in `[p, end)`; with `undefined`, up to the
     /// sequence delimiter.
-    fn items(&self, mut p: usize, end: usize, depth: usize, undefined: bool) -> Result<usize, String> {
+    fn items(
+        &self,
+        mut p: usize,
+        end: usize,
+        depth: usize,
+        undefined: bool,
+    ) -> Result<usize, String> {
         while p < end {
             let (tag, _, len, value) = self.header(p, end)?;
             match tag {
@@ -143,12 +187,19 @@ impl Walker<'_> {
                 ITEM => {
                     let len = len as usize;
                     if len > end - value {
-                        return Err(format!("sequence item declares {len} bytes but only {} remain", end - value));
+                        return Err(format!(
+                            "sequence item declares {len} bytes but only {} remain",
+                            end - value
+                        ));
                     }
                     self.elements(value, value + len, depth + 1, false)?;
                     p = value + len;
                 }
-                (g, e) => return Err(format!("expected a sequence item, found ({g:04X},{e:04X}) at byte {p}")),
+                (g, e) => {
+                    return Err(format!(
+                        "expected a sequence item, found ({g:04X},{e:04X}) at byte {p}"
+                    ))
+                }
             }
         }
         if undefined {
@@ -165,11 +216,17 @@ impl Walker<'_> {
                 return Ok(value);
             }
             if tag != ITEM || len == UNDEFINED || len as usize > end - value {
-                return Err(format!("bad fragment in ({:04X},{:04X}) at byte {p}", owner.0, owner.1));
+                return Err(format!(
+                    "bad fragment in ({:04X},{:04X}) at byte {p}",
+                    owner.0, owner.1
+                ));
             }
             p = value + len as usize;
         }
-        Err(format!("encapsulated ({:04X},{:04X}) is not terminated", owner.0, owner.1))
+        Err(format!(
+            "encapsulated ({:04X},{:04X}) is not terminated",
+            owner.0, owner.1
+        ))
     }
 }
 
@@ -187,7 +244,10 @@ fn element_size(vr: &[u8; 2]) -> usize {
 /// The VR dicom-parser uses for an implicit VR element (dictionary; UN
 /// when unknown).
 fn implicit_vr(tag: (u16, u16)) -> [u8; 2] {
-    let vr = match StandardDataDictionary.by_tag(Tag(tag.0, tag.1)).map(|e| e.vr()) {
+    let vr = match StandardDataDictionary
+        .by_tag(Tag(tag.0, tag.1))
+        .map(|e| e.vr())
+    {
         Some(VirtualVr::Exact(vr)) => vr,
         Some(VirtualVr::Xs) => VR::US,
         _ => VR::UN,
@@ -203,23 +263,43 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
         return Err("shorter than the preamble".into());
     }
     // File meta group: explicit VR little endian, group 0002 only.
-    let meta = Walker { buf: bytes, enc: Enc { explicit: true, big_endian: false } };
+    let meta = Walker {
+        buf: bytes,
+        enc: Enc {
+            explicit: true,
+            big_endian: false,
+        },
+    };
     let mut p = start;
     let mut ts = String::new();
     while p + 8 <= bytes.len() && meta.u16(p) == 0x0002 {
         let (tag, _, len, value) = meta.header(p, bytes.len())?;
         if len == UNDEFINED || len as usize > bytes.len() - value {
-            return Err(format!("file meta element (0002,{:04X}) declares {len} bytes beyond the end", tag.1));
+            return Err(format!(
+                "file meta element (0002,{:04X}) declares {len} bytes beyond the end",
+                tag.1
+            ));
         }
         if tag == (0x0002, 0x0010) {
-            ts = String::from_utf8_lossy(&bytes[value..value + len as usize]).trim_end_matches(['\0', ' ']).to_string();
+            ts = String::from_utf8_lossy(&bytes[value..value + len as usize])
+                .trim_end_matches(['\0', ' '])
+                .to_string();
         }
         p = value + len as usize;
     }
     let enc = match ts.as_str() {
-        "1.2.840.10008.1.2" => Enc { explicit: false, big_endian: false },
-        "1.2.840.10008.1.2.2" => Enc { explicit: true, big_endian: true },
-        _ => Enc { explicit: true, big_endian: false },
+        "1.2.840.10008.1.2" => Enc {
+            explicit: false,
+            big_endian: false,
+        },
+        "1.2.840.10008.1.2.2" => Enc {
+            explicit: true,
+            big_endian: true,
+        },
+        _ => Enc {
+            explicit: true,
+            big_endian: false,
+        },
     };
     if ts == "1.2.840.10008.1.2.1.99" {
         let mut inflated = Vec::new();
@@ -227,8 +307,13 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
             .take(MAX_INFLATED_BYTES)
             .read_to_end(&mut inflated)
             .map_err(|e| format!("deflated data set cannot be inflated: {e}"))?;
-        let w = Walker { buf: &inflated, enc };
+        let w = Walker {
+            buf: &inflated,
+            enc,
+        };
         return w.elements(0, inflated.len(), 0, false).map(|_| ());
     }
-    Walker { buf: bytes, enc }.elements(p, bytes.len(), 0, false).map(|_| ())
+    Walker { buf: bytes, enc }
+        .elements(p, bytes.len(), 0, false)
+        .map(|_| ())
 }

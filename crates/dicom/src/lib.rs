@@ -14,16 +14,18 @@
 //! # Ok::<(), delineate_dicom::Error>(())
 //! ```
 
+mod codec_guard;
 mod error;
 pub mod header;
 mod length_guard;
+pub mod pixels;
 pub mod read;
-mod rle_guard;
 pub mod scan;
 pub mod series;
 
 pub use error::Error;
 pub use header::{InstanceHeader, Patient, Study};
-pub use read::{decode_object, plan_folder, read_series, DicomSeries, SeriesMeta, SliceRef};
+pub use pixels::{check_transfer_syntax, decode_into, decode_object};
+pub use read::{plan_folder, read_series, DicomSeries, SeriesMeta, SliceRef};
 pub use scan::{scan, ScanReport};
 pub use series::{plan, select, summarize, ReadOptions, SeriesPlan, SeriesSelector, SeriesSummary};

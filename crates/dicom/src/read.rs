@@ -1,25 +1,16 @@
 //! Reading a DICOM image series into a [`Volume`]: scan, select, plan,
-//! then decode every slice in parallel (rescale slope/intercept applied,
-//! signed and unsigned 8/16-bit data).
-//!
-//! Transfer syntaxes: implicit and explicit VR little endian, explicit VR
-//! big endian, deflated explicit VR little endian, and — decoded in pure
-//! Rust by dicom-pixeldata — JPEG baseline, extended and lossless, and RLE
-//! lossless. JPEG-LS, JPEG 2000, HTJ2K and JPEG XL are refused with an
-//! error naming the transfer syntax (they would need C/C++ codecs).
+//! then decode every slice in parallel straight into the stack (see
+//! [`crate::pixels`] for decoding and the transfer syntaxes).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use delineate_imaging::{resample_linear, Volume};
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_pixeldata::PixelDecoder;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::header::{open_full, transfer_syntax_name, InstanceHeader, Patient, Study};
+use crate::header::{Patient, Study};
 use crate::scan::{scan, ScanReport};
 use crate::series::{plan, select, ReadOptions, SeriesPlan};
 use crate::Error;
@@ -89,7 +80,11 @@ pub fn read_series(
 ) -> Result<DicomSeries, Error> {
     let t = std::time::Instant::now();
     let (report, p) = plan_folder(root, opts, progress)?;
-    tracing::info!(seconds = t.elapsed().as_secs_f64(), files = report.instances.len(), "scanned and planned");
+    tracing::info!(
+        seconds = t.elapsed().as_secs_f64(),
+        files = report.instances.len(),
+        "scanned and planned"
+    );
     let t = std::time::Instant::now();
     let mut warnings = p.warnings.clone();
     if opts.skip_unreadable {
@@ -98,8 +93,8 @@ pub fn read_series(
         }
     }
     for h in &p.slices {
-        check_transfer_syntax(h)?;
-        check_photometric(h, &mut warnings)?;
+        crate::pixels::check_transfer_syntax(h)?;
+        crate::pixels::check_photometric(h, &mut warnings)?;
     }
     if let Some(pb) = progress {
         pb.set_position(0);
@@ -112,14 +107,17 @@ pub fn read_series(
         .par_chunks_mut(nx * ny)
         .zip(p.slices.par_iter())
         .try_for_each(|(out, h)| {
-            let v = decode_slice(h, nx, ny)?;
-            out.copy_from_slice(&v);
+            crate::pixels::decode_file_into(h, nx, ny, out)?;
             if let Some(pb) = progress {
                 pb.inc(1);
             }
             Ok::<(), Error>(())
         })?;
-    tracing::info!(seconds = t.elapsed().as_secs_f64(), slices = p.slices.len(), "decoded pixel data");
+    tracing::info!(
+        seconds = t.elapsed().as_secs_f64(),
+        slices = p.slices.len(),
+        "decoded pixel data"
+    );
     let volume = assemble(&p, stack)?;
     let first = &p.slices[0];
     let ts: BTreeSet<String> = p.slices.iter().map(|h| h.transfer_syntax_name()).collect();
@@ -157,92 +155,6 @@ pub fn read_series(
         warnings,
     };
     Ok(DicomSeries { volume, meta })
-}
-
-/// Refuses transfer syntaxes whose pixel data dicom-rs cannot decode here.
-pub fn check_transfer_syntax(h: &InstanceHeader) -> Result<(), Error> {
-    let uid = h.transfer_syntax_uid.as_str();
-    match TransferSyntaxRegistry.get(uid) {
-        None => Err(Error::file(&h.path, format!("unknown transfer syntax {uid}"))),
-        Some(ts) if !ts.can_decode_all() => Err(Error::file(
-            &h.path,
-            format!(
-                "transfer syntax {} ({uid}) cannot be decoded by delineate (no pure-Rust codec); \
-                 decompress the series first, e.g. with `gdcmconv --raw` or dcmtk's dcmdjpls/dcmdjp2k",
-                ts.name()
-            ),
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
-fn check_photometric(h: &InstanceHeader, warnings: &mut Vec<String>) -> Result<(), Error> {
-    match h.photometric_interpretation.as_str() {
-        "MONOCHROME2" | "" => Ok(()),
-        "MONOCHROME1" => {
-            if !warnings.iter().any(|w| w.contains("MONOCHROME1")) {
-                warnings.push("MONOCHROME1 images: values are kept as stored (display inversion is not applied)".into());
-            }
-            Ok(())
-        }
-        other => Err(Error::file(&h.path, format!("photometric interpretation {other}: only greyscale (MONOCHROME1/2) images are read"))),
-    }
-}
-
-/// Decodes one slice to `nx·ny` float32 values (modality rescale applied).
-fn decode_slice(h: &InstanceHeader, nx: usize, ny: usize) -> Result<Vec<f32>, Error> {
-    let obj = open_full(&h.path)?;
-    decode_object(&obj, &h.path, nx, ny)
-}
-
-/// Decodes the first frame of a parsed object, checking its size.
-pub fn decode_object(
-    obj: &dicom_object::DefaultDicomObject,
-    path: &Path,
-    nx: usize,
-    ny: usize,
-) -> Result<Vec<f32>, Error> {
-    let ts = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']);
-    let h = crate::header::extract(obj, path);
-    let samples = h.samples_per_pixel.unwrap_or(1) as usize;
-    let bits = h.bits_allocated.unwrap_or(0) as usize;
-    crate::rle_guard::check(obj, ny, nx, samples, bits).map_err(|m| Error::file(path, m))?;
-    // Frame 0 only: series are single-frame, and this bounds the work.
-    let pd = obj.decode_pixel_data_frame(0).map_err(|e| {
-        Error::file(
-            path,
-            format!(
-                "cannot decode pixel data ({}): {e}",
-                transfer_syntax_name(ts)
-            ),
-        )
-    })?;
-    if pd.rows() as usize != ny || pd.columns() as usize != nx {
-        return Err(Error::file(
-            path,
-            format!(
-                "pixel data is {}x{}, expected {ny}x{nx}",
-                pd.rows(),
-                pd.columns()
-            ),
-        ));
-    }
-    if pd.samples_per_pixel() != 1 {
-        return Err(Error::file(
-            path,
-            "colour pixel data: only greyscale images are read",
-        ));
-    }
-    let v: Vec<f32> = pd
-        .to_vec_frame(0)
-        .map_err(|e| Error::file(path, format!("cannot convert pixel data: {e}")))?;
-    if v.len() != nx * ny {
-        return Err(Error::file(
-            path,
-            format!("pixel data holds {} values, expected {}", v.len(), nx * ny),
-        ));
-    }
-    Ok(v)
 }
 
 /// Stacks decoded slices into the planned volume, resampling when the plan

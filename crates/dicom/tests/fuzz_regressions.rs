@@ -15,11 +15,18 @@ fn fuzz_findings_are_clean_errors() {
             Err(e) => e,
             Ok(obj) => {
                 let h = delineate_dicom::header::extract(&obj, &path);
-                let (r, c) = (h.rows.unwrap_or(1) as usize, h.columns.unwrap_or(1) as usize);
+                let (r, c) = (
+                    h.rows.unwrap_or(1) as usize,
+                    h.columns.unwrap_or(1) as usize,
+                );
                 delineate_dicom::decode_object(&obj, &path, c, r).expect_err("must be refused")
             }
         };
-        assert!(err.to_string().contains(path.file_name().unwrap().to_str().unwrap()), "{err}");
+        assert!(
+            err.to_string()
+                .contains(path.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
         n += 1;
     }
     assert!(n >= 1);

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use delineate_dicom::check_transfer_syntax;
 use delineate_dicom::header::{extract, open_full};
-use delineate_dicom::read::check_transfer_syntax;
 use delineate_dicom::{decode_object, Error};
 
 fn pydicom_test_files() -> PathBuf {
@@ -71,8 +71,13 @@ fn compare_with_pydicom(path: &Path, name: &str, tmp: &Path, tol: f64) {
     {
         let obj = open_full(path).unwrap_or_else(|e| panic!("{name}: {e}"));
         // The in-memory parser (the fuzz target's entry) reads the same object.
-        let mem = delineate_dicom::header::parse_bytes(&std::fs::read(path).unwrap(), path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(extract(&mem, path).sop_instance_uid, extract(&obj, path).sop_instance_uid, "{name}");
+        let mem = delineate_dicom::header::parse_bytes(&std::fs::read(path).unwrap(), path)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            extract(&mem, path).sop_instance_uid,
+            extract(&obj, path).sop_instance_uid,
+            "{name}"
+        );
         let h = extract(&obj, path);
         check_transfer_syntax(&h).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (nx, ny) = (h.columns.unwrap() as usize, h.rows.unwrap() as usize);
@@ -128,6 +133,38 @@ fn dcmtk_compressed_images_equal_pydicom() {
             String::from_utf8_lossy(&st.stderr)
         );
         compare_with_pydicom(&out, &format!("{tool} {args:?} {src}"), tmp.path(), *tol);
+    }
+}
+
+/// 12 bits stored in 16 allocated, signed and unsigned, with garbage in
+/// the unused high bits: masking and sign extension must match pydicom.
+#[test]
+fn bits_stored_below_bits_allocated_match_pydicom() {
+    let dir = pydicom_test_files();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, signed) in [("signed12.dcm", 1), ("unsigned12.dcm", 0)] {
+        let out = tmp.path().join(name);
+        let code = format!(
+            "import pydicom, numpy as np\n\
+             ds = pydicom.dcmread({src:?})\n\
+             a = (np.arange(64 * 64, dtype=np.uint16) * 37) % 4096\n\
+             a |= np.uint16(0xA000)  # garbage above bit 11\n\
+             ds.BitsStored = 12; ds.HighBit = 11; ds.PixelRepresentation = {signed}\n\
+             ds.PixelData = a.astype('<u2').tobytes()\n\
+             ds.save_as({out:?})",
+            src = dir.join("MR_small.dcm").to_string_lossy(),
+            out = out.to_string_lossy()
+        );
+        let st = Command::new("python3")
+            .args(["-c", &code])
+            .output()
+            .expect("python3");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        compare_with_pydicom(&out, name, tmp.path(), 0.0);
     }
 }
 

@@ -14,7 +14,9 @@ use delineate_imaging::{connected_components, Connectivity, Geometry, Volume};
 use ndarray::Array3;
 
 fn lcg(state: &mut u64) -> f64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (*state >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -32,7 +34,8 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 
 fn main() {
     let n = 256usize;
-    let g = Geometry::new([n; 3], [1.0; 3], [0.0; 3], Geometry::IDENTITY).unwrap_or_else(|e| panic!("{e}"));
+    let g = Geometry::new([n; 3], [1.0; 3], [0.0; 3], Geometry::IDENTITY)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut mask = Volume::filled(g, 0u8);
     let mut rng = 42u64;
     for _ in 0..20 {
@@ -43,7 +46,9 @@ fn main() {
         for k in lo[2]..=hi[2] {
             for j in lo[1]..=hi[1] {
                 for i in lo[0]..=hi[0] {
-                    let d2 = (i as f64 - c[0]).powi(2) + (j as f64 - c[1]).powi(2) + (k as f64 - c[2]).powi(2);
+                    let d2 = (i as f64 - c[0]).powi(2)
+                        + (j as f64 - c[1]).powi(2)
+                        + (k as f64 - c[2]).powi(2);
                     if d2 <= r * r {
                         mask.data_mut()[[i, j, k]] = 1;
                     }
@@ -63,19 +68,54 @@ fn main() {
     let as_bool: Array3<bool> = mask.data().map(|&v| v != 0);
 
     println!("connected components, 256³ mask, {fg} foreground voxels, best of 5");
-    println!("{:<38} {:>9} {:>11} {:>12}", "method", "time ms", "components", "vs anchor");
-    let (t_anchor26, (_, n_anchor26)) = best_of(5, || ndarray_ndimage::label::<u32>(&as_bool, &ndarray_ndimage::Kernel3d::Full.generate()));
-    let (t_anchor6, (_, n_anchor6)) = best_of(5, || ndarray_ndimage::label::<u32>(&as_bool, &ndarray_ndimage::Kernel3d::Star.generate()));
+    println!(
+        "{:<38} {:>9} {:>11} {:>12}",
+        "method", "time ms", "components", "vs anchor"
+    );
+    let (t_anchor26, (_, n_anchor26)) = best_of(5, || {
+        ndarray_ndimage::label::<u32>(&as_bool, &ndarray_ndimage::Kernel3d::Full.generate())
+    });
+    let (t_anchor6, (_, n_anchor6)) = best_of(5, || {
+        ndarray_ndimage::label::<u32>(&as_bool, &ndarray_ndimage::Kernel3d::Star.generate())
+    });
     let (t26, c26) = best_of(5, || connected_components(&mask, Connectivity::TwentySix));
     let (t6, c6) = best_of(5, || connected_components(&mask, Connectivity::Six));
     let row = |name: &str, t: f64, count: usize, anchor: f64| {
-        println!("{name:<38} {:>9.1} {count:>11} {:>11.2}x", t * 1e3, anchor / t);
+        println!(
+            "{name:<38} {:>9.1} {count:>11} {:>11.2}x",
+            t * 1e3,
+            anchor / t
+        );
     };
-    row("ndarray-ndimage label, 26 (anchor)", t_anchor26, n_anchor26 as usize, t_anchor26);
-    row("delineate, 26 + sizes/bboxes/centroids", t26, c26.stats.len(), t_anchor26);
-    row("ndarray-ndimage label, 6 (anchor)", t_anchor6, n_anchor6 as usize, t_anchor6);
-    row("delineate, 6 + sizes/bboxes/centroids", t6, c6.stats.len(), t_anchor6);
-    assert_eq!(c6.stats.len(), n_anchor6 as usize, "component counts must agree (6)");
+    row(
+        "ndarray-ndimage label, 26 (anchor)",
+        t_anchor26,
+        n_anchor26 as usize,
+        t_anchor26,
+    );
+    row(
+        "delineate, 26 + sizes/bboxes/centroids",
+        t26,
+        c26.stats.len(),
+        t_anchor26,
+    );
+    row(
+        "ndarray-ndimage label, 6 (anchor)",
+        t_anchor6,
+        n_anchor6 as usize,
+        t_anchor6,
+    );
+    row(
+        "delineate, 6 + sizes/bboxes/centroids",
+        t6,
+        c6.stats.len(),
+        t_anchor6,
+    );
+    assert_eq!(
+        c6.stats.len(),
+        n_anchor6 as usize,
+        "component counts must agree (6)"
+    );
     if c26.stats.len() != n_anchor26 as usize {
         // Seen with ndarray-ndimage 0.6: its 26-connected count disagrees with
         // scipy.ndimage.label, which agrees with ours (checked in the

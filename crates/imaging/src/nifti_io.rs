@@ -262,7 +262,12 @@ impl AnyVolume {
     /// The smallest of int16, uint16 and float32 that holds `vol` exactly.
     pub fn smallest_exact(vol: Volume<f32>) -> AnyVolume {
         let integral = vol.as_slice().iter().all(|x| x.fract() == 0.0);
-        let (lo, hi) = vol.as_slice().iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = vol
+            .as_slice()
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
         if integral && lo >= i16::MIN as f32 && hi <= i16::MAX as f32 {
             AnyVolume::Int16(vol.map(|&x| x as i16))
         } else if integral && lo >= 0.0 && hi <= u16::MAX as f32 {
@@ -504,7 +509,15 @@ fn parse_validated(
     if h.bitpix as i64 != 8 * datatype.size_of() as i64 {
         // The nifti crate sizes the voxel buffer from bitpix, so a mismatch
         // would misread (or crash) later.
-        return Err(Error::file(path, format!("bitpix {} does not match datatype {:?} ({} bits)", h.bitpix, datatype, 8 * datatype.size_of())));
+        return Err(Error::file(
+            path,
+            format!(
+                "bitpix {} does not match datatype {:?} ({} bits)",
+                h.bitpix,
+                datatype,
+                8 * datatype.size_of()
+            ),
+        ));
     }
     let nvox: u64 = dims.iter().map(|&d| d as u64).product();
     let payload = nvox * datatype.size_of() as u64;

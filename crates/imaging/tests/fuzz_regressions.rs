@@ -12,7 +12,11 @@ fn fuzz_findings_are_clean_errors() {
         let bytes = std::fs::read(&path).unwrap();
         let err = delineate_imaging::nifti_io::read_nifti_from_memory::<f32>(&bytes, &path)
             .expect_err("a fuzz finding must be refused");
-        assert!(err.to_string().contains(path.file_name().unwrap().to_str().unwrap()), "{err}");
+        assert!(
+            err.to_string()
+                .contains(path.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
         n += 1;
     }
     assert!(n >= 1);

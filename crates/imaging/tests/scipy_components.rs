@@ -7,7 +7,9 @@ use std::process::Command;
 use delineate_imaging::{connected_components, Connectivity, Geometry, Volume};
 
 fn lcg(state: &mut u64) -> u64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *state >> 33
 }
 
@@ -23,7 +25,10 @@ fn labels_equal_scipy_ndimage() {
     let tmp = tempfile::tempdir().unwrap();
     let raw = tmp.path().join("mask.raw");
     std::fs::write(&raw, mask.as_slice()).unwrap();
-    for (conn, structure) in [(Connectivity::Six, "None"), (Connectivity::TwentySix, "np.ones((3, 3, 3))")] {
+    for (conn, structure) in [
+        (Connectivity::Six, "None"),
+        (Connectivity::TwentySix, "np.ones((3, 3, 3))"),
+    ] {
         let ours = connected_components(&mask, conn);
         let out = tmp.path().join("labels.raw");
         // scipy scans in C order; giving it the (k, j, i) view makes its
@@ -39,11 +44,26 @@ fn labels_equal_scipy_ndimage() {
             y = size[1],
             z = size[2]
         );
-        let st = Command::new("python3").args(["-c", &code]).output().expect("python3 with scipy (./setup.sh)");
-        assert!(st.status.success(), "scipy failed: {}", String::from_utf8_lossy(&st.stderr));
-        let theirs: Vec<u32> = std::fs::read(&out).unwrap().chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let st = Command::new("python3")
+            .args(["-c", &code])
+            .output()
+            .expect("python3 with scipy (./setup.sh)");
+        assert!(
+            st.status.success(),
+            "scipy failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let theirs: Vec<u32> = std::fs::read(&out)
+            .unwrap()
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(ours.labels.as_slice(), theirs.as_slice(), "{conn:?}");
-        assert!(ours.stats.len() > 50, "{conn:?}: {} components", ours.stats.len());
+        assert!(
+            ours.stats.len() > 50,
+            "{conn:?}: {} components",
+            ours.stats.len()
+        );
         let total: usize = ours.stats.iter().map(|c| c.voxels).sum();
         assert_eq!(total, mask.as_slice().iter().filter(|&&v| v == 1).count());
     }
