@@ -82,33 +82,42 @@ impl Walker<'_> {
         if tag.0 == 0xFFFE || !self.enc.explicit {
             return Ok((tag, None, self.u32(p + 4), p + 8));
         }
-        let mut vr = [self.buf[p + 4], self.buf[p + 5]];
-        if !vr.iter().all(|c| c.is_ascii_uppercase()) {
-            // dicom-parser reads unknown VR bytes as UN (4-byte length): so do we.
-            vr = *b"UN";
-        }
-        if matches!(
-            &vr,
-            b"OB"
-                | b"OD"
-                | b"OF"
-                | b"OL"
-                | b"OV"
-                | b"OW"
-                | b"SQ"
-                | b"SV"
-                | b"UC"
-                | b"UN"
-                | b"UR"
-                | b"UT"
-                | b"UV"
-        ) {
+        // Exactly dicom-encoding's rule: VR bytes it does not know are UN,
+        // and only these VRs have the short (2-byte) length form.
+        let vr = VR::from_binary([self.buf[p + 4], self.buf[p + 5]]).unwrap_or(VR::UN);
+        let short = matches!(
+            vr,
+            VR::AE
+                | VR::AS
+                | VR::AT
+                | VR::CS
+                | VR::DA
+                | VR::DS
+                | VR::DT
+                | VR::FL
+                | VR::FD
+                | VR::IS
+                | VR::LO
+                | VR::LT
+                | VR::PN
+                | VR::SH
+                | VR::SL
+                | VR::SS
+                | VR::ST
+                | VR::TM
+                | VR::UI
+                | VR::UL
+                | VR::US
+        );
+        let name = vr.to_string().as_bytes();
+        let vr_bytes = [name[0], name[1]];
+        if short {
+            Ok((tag, Some(vr_bytes), u32::from(self.u16(p + 6)), p + 8))
+        } else {
             if p + 12 > end {
                 return Err(format!("truncated element header at byte {p}"));
             }
-            Ok((tag, Some(vr), self.u32(p + 8), p + 12))
-        } else {
-            Ok((tag, Some(vr), u32::from(self.u16(p + 6)), p + 8))
+            Ok((tag, Some(vr_bytes), self.u32(p + 8), p + 12))
         }
     }
 
