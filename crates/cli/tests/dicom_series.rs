@@ -364,3 +364,28 @@ fn truncated_corrupt_and_empty_inputs_fail_cleanly() {
     // Bad output name: refused before reading anything.
     assert!(fails(&["convert", &s(&empty), &s(&tmp.path().join("x.png"))]).contains(".nii"));
 }
+
+#[test]
+fn slices_that_disagree_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dcm = colin_series(tmp.path());
+    let all = files(&dcm);
+    let out = tmp.path().join("x.nii.gz");
+    // A slice with another orientation (a localizer filed in the series).
+    py(&format!(
+        "ds = pydicom.dcmread({p:?}); ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]; ds.save_as({p:?}); print('null')",
+        p = s(&all[40])
+    ));
+    let err = fails(&["convert", &s(&dcm), &s(&out)]);
+    assert!(err.contains("ImageOrientationPatient") && err.contains(&s(&all[40])), "{err}");
+    // Put it back, then give another slice a different matrix size.
+    py(&format!(
+        "ds = pydicom.dcmread({p:?}); ds.ImageOrientationPatient = [-1, 0, 0, 0, -1, 0]; ds.save_as({p:?})\n\
+         ds = pydicom.dcmread({q:?}); a = ds.pixel_array[:200, :180].copy(); ds.Rows, ds.Columns = a.shape; ds.PixelData = a.tobytes(); ds.save_as({q:?}); print('null')",
+        p = s(&all[40]),
+        q = s(&all[60])
+    ));
+    let err = fails(&["convert", &s(&dcm), &s(&out)]);
+    assert!(err.contains("image size") && err.contains(&s(&all[60])), "{err}");
+    assert!(!out.exists());
+}
