@@ -377,7 +377,10 @@ fn slices_that_disagree_are_refused_by_name() {
         p = s(&all[40])
     ));
     let err = fails(&["convert", &s(&dcm), &s(&out)]);
-    assert!(err.contains("ImageOrientationPatient") && err.contains(&s(&all[40])), "{err}");
+    assert!(
+        err.contains("ImageOrientationPatient") && err.contains(&s(&all[40])),
+        "{err}"
+    );
     // Put it back, then give another slice a different matrix size.
     py(&format!(
         "ds = pydicom.dcmread({p:?}); ds.ImageOrientationPatient = [-1, 0, 0, 0, -1, 0]; ds.save_as({p:?})\n\
@@ -386,6 +389,9 @@ fn slices_that_disagree_are_refused_by_name() {
         q = s(&all[60])
     ));
     let err = fails(&["convert", &s(&dcm), &s(&out)]);
-    assert!(err.contains("image size") && err.contains(&s(&all[60])), "{err}");
+    assert!(
+        err.contains("image size") && err.contains(&s(&all[60])),
+        "{err}"
+    );
     assert!(!out.exists());
 }
