@@ -138,6 +138,45 @@ fn decode_native(obj: &DefaultDicomObject, h: &InstanceHeader, out: &mut [f32]) 
     Some(())
 }
 
+/// The pixel-format attributes of a greyscale MR/CT image, checked before
+/// any decoder sees them (dicom-pixeldata asserts on some, e.g. a Bits
+/// Stored of 0: found by fuzzing).
+fn check_pixel_attributes(obj: &DefaultDicomObject, h: &InstanceHeader) -> Result<(), String> {
+    let int = |tag| obj.get(tag).and_then(|e| e.to_int::<i64>().ok());
+    let allocated = h.bits_allocated.ok_or("BitsAllocated is missing")?;
+    if allocated != 8 && allocated != 16 {
+        return Err(format!(
+            "BitsAllocated {allocated} is not supported (greyscale images with 8 or 16 bits)"
+        ));
+    }
+    let stored = int(tags::BITS_STORED).unwrap_or(allocated as i64);
+    if !(1..=allocated as i64).contains(&stored) {
+        return Err(format!("BitsStored {stored} is outside 1..={allocated}"));
+    }
+    if let Some(high) = int(tags::HIGH_BIT) {
+        if high != stored - 1 {
+            return Err(format!(
+                "HighBit {high} is not BitsStored − 1 = {}",
+                stored - 1
+            ));
+        }
+    }
+    match h.pixel_representation {
+        None | Some(0) | Some(1) => {}
+        Some(other) => return Err(format!("PixelRepresentation {other} is neither 0 nor 1")),
+    }
+    if h.samples_per_pixel.unwrap_or(1) != 1 {
+        return Err("colour pixel data: only greyscale images are read".into());
+    }
+    if !h.rescale_slope.is_finite() || !h.rescale_intercept.is_finite() || h.rescale_slope == 0.0 {
+        return Err(format!(
+            "invalid rescale slope {} / intercept {}",
+            h.rescale_slope, h.rescale_intercept
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes the first frame of a parsed object into `out` (`nx·ny` values),
 /// checking its size.
 pub fn decode_into(
@@ -165,6 +204,7 @@ pub fn decode_into(
             format!("image is {:?}x{:?}, expected {ny}x{nx}", h.rows, h.columns),
         ));
     }
+    check_pixel_attributes(obj, &h).map_err(|m| Error::file(path, m))?;
     if decode_native(obj, &h, out).is_some() {
         return Ok(());
     }
