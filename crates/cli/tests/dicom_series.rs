@@ -2,6 +2,8 @@
 //! `delineate info` / `delineate convert`, and checked against plastimatch's
 //! own conversion, nibabel and pydicom.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

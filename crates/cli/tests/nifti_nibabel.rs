@@ -2,6 +2,8 @@
 //! back by nibabel: every datatype, sform-only/qform-only/both, scaling,
 //! reorientation and bad input.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! toolkit output we did not write) goes through `delineate info`: it is
 //! described, or refused with a message naming the file. Never a crash.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::PathBuf;

@@ -38,6 +38,9 @@ struct Enc {
     big_endian: bool,
 }
 
+/// An element header: tag, VR (explicit, or `None`), length, value offset.
+type Header = ((u16, u16), Option<[u8; 2]>, u32, usize);
+
 struct Walker<'a> {
     buf: &'a [u8],
     enc: Enc,
@@ -69,11 +72,7 @@ impl Walker<'_> {
 
     /// Reads an element header at `p` (within `end`): tag, VR (if explicit),
     /// length and the offset of the value.
-    fn header(
-        &self,
-        p: usize,
-        end: usize,
-    ) -> Result<((u16, u16), Option<[u8; 2]>, u32, usize), String> {
+    fn header(&self, p: usize, end: usize) -> Result<Header, String> {
         if p + 8 > end {
             return Err(format!("truncated element header at byte {p}"));
         }

@@ -1,6 +1,8 @@
 //! Inputs the fuzzer once crashed on (tests/fuzz_regressions/): each must
 //! now be refused with an error naming the file, never a panic.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 #[test]

@@ -2,6 +2,8 @@
 //! vendors and toolkits), compared value for value with pydicom (with its
 //! pylibjpeg plugin for JPEG) after the modality rescale.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -64,10 +64,26 @@ fn main() {
         // Raw uint8, i fastest, for checking against scipy.ndimage.label.
         std::fs::write(&path, mask.as_slice()).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
+    run("lesions", &mask);
+    // A dense case: a brain-sized ball (radius 100 voxels, ~4.2 M voxels).
+    let mut dense = mask.clone();
+    for ((i, j, k), v) in dense.data_mut().indexed_iter_mut() {
+        let d2 = [i, j, k]
+            .iter()
+            .map(|&x| (x as f64 - 128.0).powi(2))
+            .sum::<f64>();
+        if d2 <= 100.0f64.powi(2) {
+            *v = 1;
+        }
+    }
+    run("lesions + brain-sized ball", &dense);
+}
+
+fn run(label: &str, mask: &Volume<u8>) {
     let fg = mask.as_slice().iter().filter(|&&v| v != 0).count();
     let as_bool: Array3<bool> = mask.data().map(|&v| v != 0);
 
-    println!("connected components, 256³ mask, {fg} foreground voxels, best of 5");
+    println!("\nconnected components, 256³ mask ({label}), {fg} foreground voxels, best of 5");
     println!(
         "{:<38} {:>9} {:>11} {:>12}",
         "method", "time ms", "components", "vs anchor"
@@ -78,8 +94,8 @@ fn main() {
     let (t_anchor6, (_, n_anchor6)) = best_of(5, || {
         ndarray_ndimage::label::<u32>(&as_bool, &ndarray_ndimage::Kernel3d::Star.generate())
     });
-    let (t26, c26) = best_of(5, || connected_components(&mask, Connectivity::TwentySix));
-    let (t6, c6) = best_of(5, || connected_components(&mask, Connectivity::Six));
+    let (t26, c26) = best_of(5, || connected_components(mask, Connectivity::TwentySix));
+    let (t6, c6) = best_of(5, || connected_components(mask, Connectivity::Six));
     let row = |name: &str, t: f64, count: usize, anchor: f64| {
         println!(
             "{name:<38} {:>9.1} {count:>11} {:>11.2}x",
@@ -90,7 +106,7 @@ fn main() {
     row(
         "ndarray-ndimage label, 26 (anchor)",
         t_anchor26,
-        n_anchor26 as usize,
+        n_anchor26,
         t_anchor26,
     );
     row(
@@ -102,7 +118,7 @@ fn main() {
     row(
         "ndarray-ndimage label, 6 (anchor)",
         t_anchor6,
-        n_anchor6 as usize,
+        n_anchor6,
         t_anchor6,
     );
     row(
@@ -111,15 +127,11 @@ fn main() {
         c6.stats.len(),
         t_anchor6,
     );
-    assert_eq!(
-        c6.stats.len(),
-        n_anchor6 as usize,
-        "component counts must agree (6)"
-    );
-    if c26.stats.len() != n_anchor26 as usize {
+    assert_eq!(c6.stats.len(), n_anchor6, "component counts must agree (6)");
+    if c26.stats.len() != n_anchor26 {
         // Seen with ndarray-ndimage 0.6: its 26-connected count disagrees with
         // scipy.ndimage.label, which agrees with ours (checked in the
         // `scipy_components` test). Run with BENCH_DUMP_MASK=FILE to check.
-        println!("note: 26-connected counts differ ({} vs anchor {n_anchor26}); scipy.ndimage agrees with delineate", c26.stats.len());
+        println!("note: 26-connected counts differ ({} vs anchor {n_anchor26}); see tests/scipy_components.rs: delineate equals scipy.ndimage", c26.stats.len());
     }
 }

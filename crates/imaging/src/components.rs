@@ -131,9 +131,7 @@ where
                     if l == 0 || (same_value && data[nidx] != data[idx]) {
                         continue;
                     }
-                    current = if current == 0 {
-                        l
-                    } else if current == l {
+                    current = if current == 0 || current == l {
                         l
                     } else {
                         union(&mut parent, current, l)

@@ -9,6 +9,7 @@
 //! No deep-learning or DICOM dependencies live here, so this crate builds
 //! and tests in seconds.
 
+pub mod any_volume;
 pub mod components;
 mod error;
 pub mod geometry;
@@ -19,12 +20,13 @@ pub mod orient;
 pub mod resample;
 pub mod volume;
 
+pub use any_volume::{AnyVolume, DataType};
 pub use components::{connected_components, label_components, Component, Components, Connectivity};
 pub use error::Error;
 pub use geometry::Geometry;
 pub use nifti_io::{
     read_nifti, read_nifti_any, read_nifti_f32, read_nifti_header, write_nifti, write_nifti_any,
-    AnyVolume, DataType, NiftiInfo, NiftiWriteOptions, TransformSource,
+    NiftiInfo, NiftiWriteOptions, TransformSource,
 };
 pub use resample::{resample_labels, resample_linear, resample_nearest};
 pub use volume::Volume;

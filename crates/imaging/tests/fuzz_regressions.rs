@@ -1,6 +1,8 @@
 //! Inputs the fuzzer once crashed on (kept in tests/fuzz_regressions/):
 //! each must now give an error that names the file, not a panic.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 #[test]

@@ -2,6 +2,8 @@
 //! write): identical label images, for 6- and 26-connectivity, on a random
 //! mask with blobs, thin diagonal chains and border-touching voxels.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use delineate_imaging::{connected_components, Connectivity, Geometry, Volume};
