@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== format"
 cargo fmt --all -- --check
+echo "== lints"
+cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo test --workspace --release
 echo "== fuzz targets still compile"
