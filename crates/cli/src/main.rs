@@ -30,6 +30,12 @@ struct Cli {
 enum Command {
     Info(commands::info::InfoArgs),
     Convert(commands::convert::ConvertArgs),
+    /// RT Structure Sets: write contours for a label map, read them back.
+    #[command(subcommand)]
+    Rtstruct(commands::rtstruct::RtstructCommand),
+    /// DICOM image series: write a NIfTI image as an MR series.
+    #[command(subcommand)]
+    Dicom(commands::dicom::DicomCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +55,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => commands::info::run(&a),
         Command::Convert(a) => commands::convert::run(&a),
+        Command::Rtstruct(c) => commands::rtstruct::run(&c),
+        Command::Dicom(c) => commands::dicom::run(&c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,15 @@
 //! # delineate-dicom
 //!
 //! One job: move images and contours between delineate and the hospital's
-//! DICOM world without losing a millimetre. This first part reads image
-//! series: it finds the instances in a folder (recursively, any names),
-//! picks the 3-D series, orders the slices along their normal, refuses
-//! anything that is not one regular volume (or resamples it when asked), and
-//! keeps the UIDs and patient/study attributes that RTSTRUCT writing needs.
+//! DICOM world without losing a millimetre.
+//!
+//! * Reading image series: find the instances in a folder (recursively, any
+//!   names), pick the 3-D series, order the slices along their normal,
+//!   refuse anything that is not one regular volume (or resample it when
+//!   asked), and keep the UIDs and patient/study attributes.
+//! * RT Structure Sets: write contours traced on voxel edges, read them back
+//!   with the even-odd rule (`rtstruct_write`, `rtstruct_read`, `contour`).
+//! * Writing a volume as an MR image series (`series_write`).
 //!
 //! ```no_run
 //! use delineate_dicom::{read_series, ReadOptions};
@@ -14,18 +18,26 @@
 //! # Ok::<(), delineate_dicom::Error>(())
 //! ```
 
+pub mod build;
 mod codec_guard;
+pub mod contour;
 mod error;
 pub mod header;
 mod length_guard;
 pub mod pixels;
 pub mod read;
+pub mod rtstruct_read;
+pub mod rtstruct_write;
 pub mod scan;
 pub mod series;
+pub mod series_write;
 
 pub use error::Error;
 pub use header::{InstanceHeader, Patient, Study};
 pub use pixels::{check_transfer_syntax, decode_into, decode_object};
 pub use read::{plan_folder, read_series, DicomSeries, SeriesMeta, SliceRef};
+pub use rtstruct_read::{read_rtstruct, RoiInfo, RtStructMasks};
+pub use rtstruct_write::{build_rtstruct, write_rtstruct, RoiSpec, RtStructOptions};
 pub use scan::{scan, ScanReport};
 pub use series::{plan, select, summarize, ReadOptions, SeriesPlan, SeriesSelector, SeriesSummary};
+pub use series_write::{write_mr_series, SeriesWriteOptions};

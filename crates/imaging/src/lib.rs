@@ -13,6 +13,7 @@ pub mod any_volume;
 pub mod components;
 mod error;
 pub mod geometry;
+pub mod measure;
 pub mod morphology;
 pub mod nifti_io;
 mod nifti_xform;

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
 pub mod convert;
+pub mod dicom;
 pub mod info;
+pub mod rtstruct;

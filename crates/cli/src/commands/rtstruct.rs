@@ -1,0 +1,250 @@
+//! `delineate rtstruct write|read`: RT Structure Sets from and to label maps.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use delineate_dicom::{read_rtstruct, write_rtstruct, DicomSeries, RoiSpec, RtStructOptions};
+use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
+use delineate_imaging::{
+    connected_components, read_nifti_any, write_nifti, Connectivity, Geometry, NiftiWriteOptions,
+    Volume,
+};
+
+use crate::input::SeriesArgs;
+
+/// RT Structure Sets: write contours for a label map, or read them back.
+#[derive(clap::Subcommand)]
+pub enum RtstructCommand {
+    Write(WriteArgs),
+    Read(ReadArgs),
+}
+
+/// Write an RTSTRUCT for a label map (NIfTI) on the grid of a DICOM series.
+///
+/// Every non-zero label becomes one ROI (or, with --per-lesion, every
+/// 26-connected lesion). Contours are CLOSED_PLANAR polygons along voxel
+/// edges in patient coordinates, one per boundary loop; the even-odd rule
+/// gives back exactly the voxels of the mask (holes included). The mask
+/// must lie on the reference series' grid (any axis order: it is reoriented
+/// exactly when needed). The file appears only when complete.
+#[derive(clap::Args)]
+pub struct WriteArgs {
+    /// Label map or binary mask (.nii/.nii.gz): 0 = background.
+    #[arg(long)]
+    pub mask: PathBuf,
+    /// The DICOM series the contours are drawn on.
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// The RTSTRUCT file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// One ROI per 26-connected lesion ("Lesion 1" = largest), each with its
+    /// volume and equivalent diameter in the ROI description.
+    #[arg(long)]
+    pub per_lesion: bool,
+    /// ROI names, comma-separated, for the labels in increasing order (or
+    /// the lesions in order with --per-lesion).
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// RT ROI Interpreted Type of every ROI.
+    #[arg(long = "type", default_value = "GTV")]
+    pub interpreted_type: String,
+    #[command(flatten)]
+    pub series: SeriesArgs,
+}
+
+/// Read an RTSTRUCT onto its reference series' grid as a label map.
+///
+/// Contours are rasterised with the even-odd rule at voxel centres. Label n
+/// is the n-th ROI of the file (where ROIs overlap, the later one wins); a
+/// JSON file next to the output lists labels, names and voxel counts.
+#[derive(clap::Args)]
+pub struct ReadArgs {
+    /// The RTSTRUCT file.
+    pub rtstruct: PathBuf,
+    /// The DICOM series it references.
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// The label map to write (.nii/.nii.gz).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub series: SeriesArgs,
+}
+
+pub fn run(cmd: &RtstructCommand) -> Result<()> {
+    match cmd {
+        RtstructCommand::Write(a) => write(a),
+        RtstructCommand::Read(a) => read(a),
+    }
+}
+
+fn load_reference(path: &Path, series: &SeriesArgs) -> Result<DicomSeries> {
+    let pb = crate::progress::bar("reading", "files");
+    let s = delineate_dicom::read_series(path, &series.options(), Some(&pb))?;
+    pb.finish_and_clear();
+    Ok(s)
+}
+
+/// Reads a label map and brings it onto `grid` (exact reorientation only).
+fn load_labels(path: &Path, grid: &Geometry) -> Result<Volume<u32>> {
+    let (any, _) = read_nifti_any(path)?;
+    let f = any.into_f32();
+    if let Some(bad) = f
+        .as_slice()
+        .iter()
+        .find(|&&x| !(x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f32))
+    {
+        bail!(
+            "{}: value {bad} is not a label (labels are non-negative integers)",
+            path.display()
+        );
+    }
+    let mut labels = f.map(|&x| x as u32);
+    if !labels
+        .geometry()
+        .same_grid(grid, delineate_dicom::rtstruct_write::GRID_TOLERANCE_MM)
+    {
+        labels = labels.reorient(&grid.orientation_code())?;
+    }
+    if !labels
+        .geometry()
+        .same_grid(grid, delineate_dicom::rtstruct_write::GRID_TOLERANCE_MM)
+    {
+        bail!(
+            "{}: the mask grid ({:?} voxels, {:?} mm) differs from the reference series ({:?} voxels, {:?} mm); resample it onto the series first",
+            path.display(),
+            labels.geometry().size,
+            labels.geometry().spacing,
+            grid.size,
+            grid.spacing
+        );
+    }
+    // Same grid: take the reference geometry exactly.
+    labels.set_geometry(grid.clone())?;
+    Ok(labels)
+}
+
+fn write(a: &WriteArgs) -> Result<()> {
+    let reference = load_reference(&a.reference, &a.series)?;
+    let grid = reference.volume.geometry().clone();
+    let mut labels = load_labels(&a.mask, &grid)?;
+    let voxel_mm3 = voxel_volume_mm3(&grid);
+    let mut rois = Vec::new();
+    if a.per_lesion {
+        let cc = connected_components(&labels, Connectivity::TwentySix);
+        let mut order: Vec<usize> = (0..cc.stats.len()).collect();
+        order.sort_by(|&x, &y| cc.stats[y].voxels.cmp(&cc.stats[x].voxels).then(x.cmp(&y)));
+        let mut rank = vec![0u32; cc.stats.len() + 1];
+        for (r, &c) in order.iter().enumerate() {
+            rank[c + 1] = r as u32 + 1;
+            let v = cc.stats[c].voxels as f64 * voxel_mm3;
+            rois.push(RoiSpec {
+                label: r as u32 + 1,
+                name: a
+                    .names
+                    .get(r)
+                    .cloned()
+                    .unwrap_or_else(|| format!("Lesion {}", r + 1)),
+                color: delineate_dicom::rtstruct_write::PALETTE[r % 8],
+                interpreted_type: a.interpreted_type.clone(),
+                description: format!(
+                    "volume {v:.1} mm3; equivalent diameter {:.1} mm",
+                    equivalent_diameter_mm(v)
+                ),
+            });
+        }
+        labels = cc.labels.map(|&l| rank[l as usize]);
+    } else {
+        let mut values: Vec<u32> = labels
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|&l| l != 0)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        for (n, &l) in values.iter().enumerate() {
+            let v = labels.as_slice().iter().filter(|&&x| x == l).count() as f64 * voxel_mm3;
+            rois.push(RoiSpec {
+                label: l,
+                name: a
+                    .names
+                    .get(n)
+                    .cloned()
+                    .unwrap_or_else(|| format!("Label {l}")),
+                color: delineate_dicom::rtstruct_write::PALETTE[n % 8],
+                interpreted_type: a.interpreted_type.clone(),
+                description: format!(
+                    "volume {v:.1} mm3; equivalent diameter {:.1} mm",
+                    equivalent_diameter_mm(v)
+                ),
+            });
+        }
+    }
+    if rois.is_empty() {
+        bail!(
+            "{}: the mask is empty: there is nothing to contour (no RTSTRUCT written)",
+            a.mask.display()
+        );
+    }
+    write_rtstruct(
+        &a.out,
+        &labels,
+        &grid,
+        &reference.meta,
+        &rois,
+        &RtStructOptions::default(),
+    )
+    .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {} ({} ROI(s))", a.out.display(), rois.len());
+    for r in &rois {
+        println!("  {:<12} label {:>3}  {}", r.name, r.label, r.description);
+    }
+    Ok(())
+}
+
+fn read(a: &ReadArgs) -> Result<()> {
+    let reference = load_reference(&a.reference, &a.series)?;
+    let grid = reference.volume.geometry().clone();
+    let rt = read_rtstruct(&a.rtstruct, &grid, &reference.meta.frame_of_reference_uid)?;
+    for w in &rt.warnings {
+        eprintln!("warning: {}: {w}", a.rtstruct.display());
+    }
+    let labels = rt.label_map(&grid);
+    let name = a.out.to_string_lossy().to_string();
+    let sidecar = PathBuf::from(format!(
+        "{}.json",
+        name.trim_end_matches(".gz").trim_end_matches(".nii")
+    ));
+    if rt.rois.len() <= u16::MAX as usize {
+        write_nifti(
+            &a.out,
+            &labels.map(|&l| l as u16),
+            &NiftiWriteOptions::default(),
+        )?;
+    } else {
+        write_nifti(&a.out, &labels, &NiftiWriteOptions::default())?;
+    }
+    let listing: Vec<serde_json::Value> = rt
+        .rois
+        .iter()
+        .enumerate()
+        .map(|(n, r)| serde_json::json!({"label": n + 1, "roi_number": r.number, "name": r.name, "type": r.interpreted_type, "description": r.description, "contours": r.contours, "voxels": r.voxels}))
+        .collect();
+    let tmp = sidecar.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&listing)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &sidecar).with_context(|| format!("writing {}", sidecar.display()))?;
+    println!("wrote {} and {}", a.out.display(), sidecar.display());
+    for (n, r) in rt.rois.iter().enumerate() {
+        println!(
+            "  label {:>3}  {:<16} {:>8} voxels  {} contour(s)",
+            n + 1,
+            r.name,
+            r.voxels,
+            r.contours
+        );
+    }
+    Ok(())
+}

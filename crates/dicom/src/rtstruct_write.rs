@@ -1,0 +1,341 @@
+//! RT Structure Set writing: a label volume on the grid of a reference
+//! series becomes one RTSTRUCT (DICOM PS3.3 A.19), contours traced along
+//! voxel edges ([`crate::contour`]).
+//!
+//! Modules: Patient, General Study, RT Series, Frame of Reference, General
+//! Equipment, Structure Set, ROI Contour, RT ROI Observations, SOP Common;
+//! plus the top-level attributes dciodvfy checks for (FrameOfReferenceUID,
+//! PositionReferenceIndicator, ReferringPhysicianName, AccessionNumber,
+//! OperatorsName). Written in Implicit VR Little Endian.
+
+use std::path::Path;
+
+use delineate_imaging::{Geometry, Volume};
+use dicom_core::{PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::mem::InMemElement;
+use dicom_object::{FileDicomObject, InMemDicomObject};
+
+use crate::build::{
+    ds_values, item, new_uid, now_da_tm, seq, text, with_meta, write_atomically, IMPLICIT_VR_LE,
+};
+use crate::contour::trace;
+use crate::read::SeriesMeta;
+use crate::Error;
+
+/// RT Structure Set Storage SOP Class.
+pub const RTSTRUCT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
+/// Study Component Management SOP Class, the conventional Referenced SOP
+/// Class of the RT Referenced Study Sequence.
+const STUDY_SOP_CLASS: &str = "1.2.840.10008.3.1.2.3.1";
+/// More ROIs than this in one structure set is almost certainly a wrong
+/// input (an intensity image passed as a label map); planning systems
+/// become unusable well before.
+pub const MAX_ROIS: usize = 1000;
+/// A mask and the reference series must agree on voxel positions to this (mm).
+pub const GRID_TOLERANCE_MM: f64 = 1e-3;
+
+/// One ROI to write: the voxels whose label equals `label`.
+#[derive(Clone, Debug)]
+pub struct RoiSpec {
+    pub label: u32,
+    pub name: String,
+    /// Display colour (RGB).
+    pub color: [u8; 3],
+    /// RT ROI Interpreted Type (GTV, CTV, PTV, ORGAN, ...).
+    pub interpreted_type: String,
+    /// ROI Description: volume, equivalent diameter, confidence, ...
+    pub description: String,
+}
+
+/// Series-level choices for the structure set.
+#[derive(Clone, Debug)]
+pub struct RtStructOptions {
+    pub label: String,
+    pub series_description: String,
+    pub series_number: i32,
+    /// ROI Generation Algorithm: AUTOMATIC, SEMIAUTOMATIC or MANUAL.
+    pub generation_algorithm: String,
+}
+
+impl Default for RtStructOptions {
+    fn default() -> Self {
+        Self {
+            label: "delineate".into(),
+            series_description: "delineate contours".into(),
+            series_number: 901,
+            generation_algorithm: "AUTOMATIC".into(),
+        }
+    }
+}
+
+/// Distinct display colours, cycled over ROIs.
+pub const PALETTE: [[u8; 3]; 8] = [
+    [255, 0, 0],
+    [0, 200, 0],
+    [0, 100, 255],
+    [255, 200, 0],
+    [255, 0, 255],
+    [0, 220, 220],
+    [255, 120, 0],
+    [160, 80, 255],
+];
+
+fn roi_items(
+    labels: &Volume<u32>,
+    meta: &SeriesMeta,
+    roi: &RoiSpec,
+    number: usize,
+) -> (InMemDicomObject, usize) {
+    let g = labels.geometry();
+    let [nx, ny, nz] = g.size;
+    let plane = nx * ny;
+    let data = labels.as_slice();
+    let mut contours = Vec::new();
+    for k in 0..nz {
+        let mask: Vec<bool> = data[k * plane..(k + 1) * plane]
+            .iter()
+            .map(|&l| l == roi.label)
+            .collect();
+        if !mask.iter().any(|&m| m) {
+            continue;
+        }
+        let slice = &meta.slices[k];
+        for poly in trace(&mask, nx, ny) {
+            let mut points = Vec::with_capacity(poly.len() * 3);
+            for p in &poly {
+                points.extend_from_slice(&g.index_to_world([p[0], p[1], k as f64]));
+            }
+            let image_ref = item([
+                text(
+                    tags::REFERENCED_SOP_CLASS_UID,
+                    VR::UI,
+                    slice.sop_class_uid.clone(),
+                ),
+                text(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    slice.sop_instance_uid.clone(),
+                ),
+            ]);
+            contours.push(item([
+                seq(tags::CONTOUR_IMAGE_SEQUENCE, vec![image_ref]),
+                text(tags::CONTOUR_GEOMETRIC_TYPE, VR::CS, "CLOSED_PLANAR"),
+                text(
+                    tags::NUMBER_OF_CONTOUR_POINTS,
+                    VR::IS,
+                    poly.len().to_string(),
+                ),
+                text(
+                    tags::CONTOUR_NUMBER,
+                    VR::IS,
+                    (contours.len() + 1).to_string(),
+                ),
+                ds_values(tags::CONTOUR_DATA, &points),
+            ]));
+        }
+    }
+    let n = contours.len();
+    let color: Vec<String> = roi.color.iter().map(|c| c.to_string()).collect();
+    let mut elements: Vec<InMemElement> = vec![
+        InMemElement::new(
+            tags::ROI_DISPLAY_COLOR,
+            VR::IS,
+            PrimitiveValue::Strs(color.into()),
+        ),
+        text(tags::REFERENCED_ROI_NUMBER, VR::IS, number.to_string()),
+    ];
+    if !contours.is_empty() {
+        elements.push(seq(tags::CONTOUR_SEQUENCE, contours));
+    }
+    (item(elements), n)
+}
+
+/// Builds the structure set for `rois` of `labels`, which must lie on the
+/// grid of the reference series described by `meta` and `reference`.
+pub fn build_rtstruct(
+    labels: &Volume<u32>,
+    reference: &Geometry,
+    meta: &SeriesMeta,
+    rois: &[RoiSpec],
+    opts: &RtStructOptions,
+    path: &Path,
+) -> Result<FileDicomObject<InMemDicomObject>, Error> {
+    if !meta.slices_are_instances || meta.slices.len() != reference.size[2] {
+        return Err(Error::file(
+            path,
+            "the reference volume was resampled (irregular spacing or tilt), so contours cannot point at its DICOM images",
+        ));
+    }
+    if !labels.geometry().same_grid(reference, GRID_TOLERANCE_MM) {
+        return Err(Error::file(
+            path,
+            format!(
+                "the mask grid ({:?} voxels, origin {:?}) differs from the reference series grid ({:?} voxels, origin {:?})",
+                labels.geometry().size,
+                labels.geometry().origin,
+                reference.size,
+                reference.origin
+            ),
+        ));
+    }
+    if rois.is_empty() {
+        return Err(Error::file(
+            path,
+            "nothing to contour: the mask is empty (no ROI has a voxel)",
+        ));
+    }
+    if rois.len() > MAX_ROIS {
+        return Err(Error::file(
+            path,
+            format!(
+                "{} ROIs requested; at most {MAX_ROIS} are written (is the mask an image?)",
+                rois.len()
+            ),
+        ));
+    }
+    let (date, time) = now_da_tm();
+    let for_uid = meta.frame_of_reference_uid.clone();
+    let mut roi_contours = Vec::new();
+    let mut set_rois = Vec::new();
+    let mut observations = Vec::new();
+    for (n, roi) in rois.iter().enumerate() {
+        let number = n + 1;
+        let (contour_item, count) = roi_items(labels, meta, roi, number);
+        if count == 0 {
+            return Err(Error::file(
+                path,
+                format!("ROI {:?} (label {}) has no voxels", roi.name, roi.label),
+            ));
+        }
+        roi_contours.push(contour_item);
+        let mut set = vec![
+            text(tags::ROI_NUMBER, VR::IS, number.to_string()),
+            text(
+                tags::REFERENCED_FRAME_OF_REFERENCE_UID,
+                VR::UI,
+                for_uid.clone(),
+            ),
+            text(tags::ROI_NAME, VR::LO, roi.name.clone()),
+            text(
+                tags::ROI_GENERATION_ALGORITHM,
+                VR::CS,
+                opts.generation_algorithm.clone(),
+            ),
+        ];
+        if !roi.description.is_empty() {
+            set.push(text(tags::ROI_DESCRIPTION, VR::ST, roi.description.clone()));
+        }
+        set_rois.push(item(set));
+        observations.push(item([
+            text(tags::OBSERVATION_NUMBER, VR::IS, number.to_string()),
+            text(tags::REFERENCED_ROI_NUMBER, VR::IS, number.to_string()),
+            text(
+                tags::RTROI_INTERPRETED_TYPE,
+                VR::CS,
+                roi.interpreted_type.clone(),
+            ),
+            text(tags::ROI_INTERPRETER, VR::PN, ""),
+        ]));
+    }
+    let images: Vec<InMemDicomObject> = meta
+        .slices
+        .iter()
+        .map(|s| {
+            item([
+                text(
+                    tags::REFERENCED_SOP_CLASS_UID,
+                    VR::UI,
+                    s.sop_class_uid.clone(),
+                ),
+                text(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    s.sop_instance_uid.clone(),
+                ),
+            ])
+        })
+        .collect();
+    let series_ref = item([
+        text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            meta.series_instance_uid.clone(),
+        ),
+        seq(tags::CONTOUR_IMAGE_SEQUENCE, images),
+    ]);
+    let study_ref = item([
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, STUDY_SOP_CLASS),
+        text(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            meta.study.instance_uid.clone(),
+        ),
+        seq(tags::RT_REFERENCED_SERIES_SEQUENCE, vec![series_ref]),
+    ]);
+    let for_ref = item([
+        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid.clone()),
+        seq(tags::RT_REFERENCED_STUDY_SEQUENCE, vec![study_ref]),
+    ]);
+    let sop_instance = new_uid();
+    let p = &meta.patient;
+    let st = &meta.study;
+    let obj = item([
+        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+        text(tags::INSTANCE_CREATION_DATE, VR::DA, date.clone()),
+        text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
+        text(tags::SOP_CLASS_UID, VR::UI, RTSTRUCT_SOP_CLASS),
+        text(tags::SOP_INSTANCE_UID, VR::UI, sop_instance),
+        text(tags::STUDY_DATE, VR::DA, st.date.clone()),
+        text(tags::STUDY_TIME, VR::TM, st.time.clone()),
+        text(tags::ACCESSION_NUMBER, VR::SH, st.accession_number.clone()),
+        text(tags::MODALITY, VR::CS, "RTSTRUCT"),
+        text(tags::MANUFACTURER, VR::LO, "delineate"),
+        text(
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            st.referring_physician_name.clone(),
+        ),
+        text(tags::STUDY_DESCRIPTION, VR::LO, st.description.clone()),
+        text(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            opts.series_description.clone(),
+        ),
+        text(tags::OPERATORS_NAME, VR::PN, ""),
+        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
+        text(tags::PATIENT_NAME, VR::PN, p.name.clone()),
+        text(tags::PATIENT_ID, VR::LO, p.id.clone()),
+        text(tags::PATIENT_BIRTH_DATE, VR::DA, p.birth_date.clone()),
+        text(tags::PATIENT_SEX, VR::CS, p.sex.clone()),
+        text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, st.instance_uid.clone()),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, new_uid()),
+        text(tags::STUDY_ID, VR::SH, st.id.clone()),
+        text(tags::SERIES_NUMBER, VR::IS, opts.series_number.to_string()),
+        text(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid),
+        text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
+        text(tags::STRUCTURE_SET_LABEL, VR::SH, opts.label.clone()),
+        text(tags::STRUCTURE_SET_DATE, VR::DA, date),
+        text(tags::STRUCTURE_SET_TIME, VR::TM, time),
+        seq(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE, vec![for_ref]),
+        seq(tags::STRUCTURE_SET_ROI_SEQUENCE, set_rois),
+        seq(tags::ROI_CONTOUR_SEQUENCE, roi_contours),
+        seq(tags::RTROI_OBSERVATIONS_SEQUENCE, observations),
+    ]);
+    with_meta(obj, IMPLICIT_VR_LE, path)
+}
+
+/// Builds and writes the structure set atomically to `path`.
+pub fn write_rtstruct(
+    path: &Path,
+    labels: &Volume<u32>,
+    reference: &Geometry,
+    meta: &SeriesMeta,
+    rois: &[RoiSpec],
+    opts: &RtStructOptions,
+) -> Result<(), Error> {
+    let file = build_rtstruct(labels, reference, meta, rois, opts, path)?;
+    write_atomically(&file, path)
+}
