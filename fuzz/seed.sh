@@ -19,3 +19,25 @@ for t in ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "flo
 PY
 printf '\x05\x06%s' "$(head -c 200 /dev/urandom | base64 | head -c 200)" > corpus/series_plan/seed0
 echo "corpora seeded"
+
+# An RTSTRUCT on the rtstruct_read target's fixed grid (24x20x12, 1x1x2 mm,
+# LPS origin (-12, -10, -12), identity directions), written by delineate.
+bin="${CARGO_TARGET_DIR:-../target}/release/delineate"
+if [ -x "$bin" ]; then
+  mkdir -p corpus/rtstruct_read
+  work=$(mktemp -d)
+  python3 - "$work" <<'PY'
+import nibabel as nib, numpy as np, sys, os
+d = sys.argv[1]
+aff = np.diag([-1.0, -1.0, 2.0, 1.0]); aff[:3, 3] = [12, 10, -12]
+img = (np.arange(24 * 20 * 12).reshape(24, 20, 12) % 50).astype(np.int16)
+nib.save(nib.Nifti1Image(img, aff), os.path.join(d, "img.nii.gz"))
+m = np.zeros((24, 20, 12), np.uint8); m[5:15, 4:12, 3:8] = 1; m[8:11, 6:9, 4:6] = 0; m[9, 7, 5] = 1; m[0, 0, 0] = 2
+nib.save(nib.Nifti1Image(m, aff), os.path.join(d, "mask.nii.gz"))
+PY
+  "$bin" dicom write "$work/img.nii.gz" --out "$work/dcm" >/dev/null
+  "$bin" rtstruct write --mask "$work/mask.nii.gz" --reference "$work/dcm" --out corpus/rtstruct_read/grid.dcm >/dev/null
+  rm -rf "$work"
+fi
+cp "$td"/rtstruct.dcm corpus/rtstruct_read/ 2>/dev/null || true
+echo "rtstruct corpus seeded"

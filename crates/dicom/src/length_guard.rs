@@ -162,12 +162,13 @@ impl Walker<'_> {
                         end - value
                     ));
                 }
-                // Explicit SQ, or an implicit value that starts with an item
-                // (dicom-parser finds SQ in its dictionary): check the items too.
+                // Explicit SQ, or an implicit value that dicom-parser will
+                // read as a sequence (its dictionary says SQ, or it starts
+                // with an item): check the items too.
                 let starts_with_item = len >= 8 && (self.u16(value), self.u16(value + 2)) == ITEM;
                 let sequence = match vr {
                     Some(v) => &v == b"SQ",
-                    None => starts_with_item && tag != PIXEL_DATA,
+                    None => tag != PIXEL_DATA && (starts_with_item || &implicit_vr(tag) == b"SQ"),
                 };
                 if sequence {
                     self.items(value, value + len, depth, false)?;
@@ -270,7 +271,10 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     if bytes.len() < start {
         return Err("shorter than the preamble".into());
     }
-    // File meta group: explicit VR little endian, group 0002 only.
+    // File meta group: explicit VR little endian. Like dicom-object, trust
+    // (0002,0000) File Meta Information Group Length when it comes first:
+    // whole elements are read until that many bytes are consumed, whatever
+    // their group; otherwise read while the group is 0002.
     let meta = Walker {
         buf: bytes,
         enc: Enc {
@@ -280,12 +284,20 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     };
     let mut p = start;
     let mut ts = String::new();
-    while p + 8 <= bytes.len() && meta.u16(p) == 0x0002 {
+    let mut group_end = None;
+    if p + 12 <= bytes.len()
+        && (meta.u16(p), meta.u16(p + 2)) == (0x0002, 0x0000)
+        && &bytes[p + 4..p + 6] == b"UL"
+    {
+        group_end = Some(p + 12 + meta.u32(p + 8) as usize);
+        p += 12;
+    }
+    while p + 8 <= bytes.len() && group_end.map_or(meta.u16(p) == 0x0002, |e| p < e) {
         let (tag, _, len, value) = meta.header(p, bytes.len())?;
         if len == UNDEFINED || len as usize > bytes.len() - value {
             return Err(format!(
-                "file meta element (0002,{:04X}) declares {len} bytes beyond the end",
-                tag.1
+                "file meta element ({:04X},{:04X}) declares {len} bytes beyond the end",
+                tag.0, tag.1
             ));
         }
         if tag == (0x0002, 0x0010) {

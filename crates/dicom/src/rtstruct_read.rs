@@ -88,7 +88,17 @@ pub fn read_rtstruct(
     frame_of_reference_uid: &str,
 ) -> Result<RtStructMasks, Error> {
     let file = open_full(path)?;
-    let obj: &InMemDicomObject = &file;
+    rtstruct_masks(&file, path, reference, frame_of_reference_uid)
+}
+
+/// Rasterises a parsed structure set (`path` only names it in messages);
+/// the fuzz target's entry.
+pub fn rtstruct_masks(
+    obj: &InMemDicomObject,
+    path: &Path,
+    reference: &Geometry,
+    frame_of_reference_uid: &str,
+) -> Result<RtStructMasks, Error> {
     let sop = string(obj, tags::SOP_CLASS_UID);
     if sop != RTSTRUCT_SOP_CLASS {
         return Err(Error::file(

@@ -8,6 +8,7 @@
 //! PositionReferenceIndicator, ReferringPhysicianName, AccessionNumber,
 //! OperatorsName). Written in Implicit VR Little Endian.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use delineate_imaging::{Geometry, Volume};
@@ -15,6 +16,7 @@ use dicom_core::{PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::{FileDicomObject, InMemDicomObject};
+use rayon::prelude::*;
 
 use crate::build::{
     ds_values, item, new_uid, now_da_tm, seq, text, with_meta, write_atomically, IMPLICIT_VR_LE,
@@ -81,30 +83,64 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [160, 80, 255],
 ];
 
+/// Inclusive bounding box of every label value, in one pass.
+fn label_boxes(labels: &Volume<u32>) -> HashMap<u32, ([usize; 3], [usize; 3])> {
+    let [nx, ny, _] = labels.geometry().size;
+    let mut boxes: HashMap<u32, ([usize; 3], [usize; 3])> = HashMap::new();
+    for (idx, &l) in labels.as_slice().iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let p = [idx % nx, (idx / nx) % ny, idx / (nx * ny)];
+        let b = boxes.entry(l).or_insert((p, p));
+        for (a, &v) in p.iter().enumerate() {
+            b.0[a] = b.0[a].min(v);
+            b.1[a] = b.1[a].max(v);
+        }
+    }
+    boxes
+}
+
 fn roi_items(
     labels: &Volume<u32>,
     meta: &SeriesMeta,
     roi: &RoiSpec,
     number: usize,
+    bbox: Option<&([usize; 3], [usize; 3])>,
 ) -> (InMemDicomObject, usize) {
     let g = labels.geometry();
-    let [nx, ny, nz] = g.size;
-    let plane = nx * ny;
+    let [nx, ny, _] = g.size;
     let data = labels.as_slice();
     let mut contours = Vec::new();
-    for k in 0..nz {
-        let mask: Vec<bool> = data[k * plane..(k + 1) * plane]
-            .iter()
-            .map(|&l| l == roi.label)
-            .collect();
+    // Only the label's bounding box is traced (in a window of its own).
+    let (lo, hi) = bbox.copied().unwrap_or(([1, 1, 1], [0, 0, 0]));
+    let (w, h) = (
+        (hi[0] + 1).saturating_sub(lo[0]),
+        (hi[1] + 1).saturating_sub(lo[1]),
+    );
+    for k in lo[2]..=hi[2].max(lo[2]) {
+        if bbox.is_none() {
+            break;
+        }
+        let mut mask = vec![false; w * h];
+        for j in 0..h {
+            let row = &data[lo[0] + nx * (lo[1] + j + ny * k)..][..w];
+            for (m, &l) in mask[j * w..(j + 1) * w].iter_mut().zip(row) {
+                *m = l == roi.label;
+            }
+        }
         if !mask.iter().any(|&m| m) {
             continue;
         }
         let slice = &meta.slices[k];
-        for poly in trace(&mask, nx, ny) {
+        for poly in trace(&mask, w, h) {
             let mut points = Vec::with_capacity(poly.len() * 3);
             for p in &poly {
-                points.extend_from_slice(&g.index_to_world([p[0], p[1], k as f64]));
+                points.extend_from_slice(&g.index_to_world([
+                    p[0] + lo[0] as f64,
+                    p[1] + lo[1] as f64,
+                    k as f64,
+                ]));
             }
             let image_ref = item([
                 text(
@@ -199,9 +235,14 @@ pub fn build_rtstruct(
     let mut roi_contours = Vec::new();
     let mut set_rois = Vec::new();
     let mut observations = Vec::new();
-    for (n, roi) in rois.iter().enumerate() {
+    let boxes = label_boxes(labels);
+    let traced: Vec<(InMemDicomObject, usize)> = rois
+        .par_iter()
+        .enumerate()
+        .map(|(n, roi)| roi_items(labels, meta, roi, n + 1, boxes.get(&roi.label)))
+        .collect();
+    for ((n, roi), (contour_item, count)) in rois.iter().enumerate().zip(traced) {
         let number = n + 1;
-        let (contour_item, count) = roi_items(labels, meta, roi, number);
         if count == 0 {
             return Err(Error::file(
                 path,

@@ -145,6 +145,47 @@ impl AnyVolume {
         })
     }
 
+    /// Values as a label map (non-negative integers up to u32::MAX); the
+    /// first value that is not a label is returned as the error.
+    pub fn to_labels(&self) -> Result<Volume<u32>, f64> {
+        macro_rules! ints {
+            ($v:expr) => {{
+                if let Some(bad) = $v
+                    .as_slice()
+                    .iter()
+                    .find(|&&x| x < 0 as _ || (x as f64) > u32::MAX as f64)
+                {
+                    return Err(*bad as f64);
+                }
+                Ok($v.map(|&x| x as u32))
+            }};
+        }
+        macro_rules! floats {
+            ($v:expr) => {{
+                if let Some(bad) = $v
+                    .as_slice()
+                    .iter()
+                    .find(|&&x| !(x >= 0.0 && x.fract() == 0.0 && (x as f64) <= u32::MAX as f64))
+                {
+                    return Err(*bad as f64);
+                }
+                Ok($v.map(|&x| x as u32))
+            }};
+        }
+        match self {
+            Self::Uint8(v) => Ok(v.map(|&x| u32::from(x))),
+            Self::Uint16(v) => Ok(v.map(|&x| u32::from(x))),
+            Self::Uint32(v) => Ok(v.clone()),
+            Self::Int8(v) => ints!(v),
+            Self::Int16(v) => ints!(v),
+            Self::Int32(v) => ints!(v),
+            Self::Uint64(v) => ints!(v),
+            Self::Int64(v) => ints!(v),
+            Self::Float32(v) => floats!(v),
+            Self::Float64(v) => floats!(v),
+        }
+    }
+
     /// Values as float32, without a copy when they already are.
     pub fn into_f32(self) -> Volume<f32> {
         match self {

@@ -89,18 +89,12 @@ fn load_reference(path: &Path, series: &SeriesArgs) -> Result<DicomSeries> {
 /// Reads a label map and brings it onto `grid` (exact reorientation only).
 fn load_labels(path: &Path, grid: &Geometry) -> Result<Volume<u32>> {
     let (any, _) = read_nifti_any(path)?;
-    let f = any.into_f32();
-    if let Some(bad) = f
-        .as_slice()
-        .iter()
-        .find(|&&x| !(x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f32))
-    {
-        bail!(
+    let mut labels = any.to_labels().map_err(|bad| {
+        anyhow::anyhow!(
             "{}: value {bad} is not a label (labels are non-negative integers)",
             path.display()
-        );
-    }
-    let mut labels = f.map(|&x| x as u32);
+        )
+    })?;
     if !labels
         .geometry()
         .same_grid(grid, delineate_dicom::rtstruct_write::GRID_TOLERANCE_MM)
@@ -126,9 +120,13 @@ fn load_labels(path: &Path, grid: &Geometry) -> Result<Volume<u32>> {
 }
 
 fn write(a: &WriteArgs) -> Result<()> {
+    let t = std::time::Instant::now();
     let reference = load_reference(&a.reference, &a.series)?;
+    tracing::info!(seconds = t.elapsed().as_secs_f64(), "read reference series");
     let grid = reference.volume.geometry().clone();
+    let t = std::time::Instant::now();
     let mut labels = load_labels(&a.mask, &grid)?;
+    tracing::info!(seconds = t.elapsed().as_secs_f64(), "read mask");
     let voxel_mm3 = voxel_volume_mm3(&grid);
     let mut rois = Vec::new();
     if a.per_lesion {
@@ -156,16 +154,12 @@ fn write(a: &WriteArgs) -> Result<()> {
         }
         labels = cc.labels.map(|&l| rank[l as usize]);
     } else {
-        let mut values: Vec<u32> = labels
-            .as_slice()
-            .iter()
-            .copied()
-            .filter(|&l| l != 0)
-            .collect();
-        values.sort_unstable();
-        values.dedup();
-        for (n, &l) in values.iter().enumerate() {
-            let v = labels.as_slice().iter().filter(|&&x| x == l).count() as f64 * voxel_mm3;
+        let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+        for &l in labels.as_slice().iter().filter(|&&l| l != 0) {
+            *counts.entry(l).or_default() += 1;
+        }
+        for (n, (&l, &count)) in counts.iter().enumerate() {
+            let v = count as f64 * voxel_mm3;
             rois.push(RoiSpec {
                 label: l,
                 name: a
@@ -188,6 +182,7 @@ fn write(a: &WriteArgs) -> Result<()> {
             a.mask.display()
         );
     }
+    let t = std::time::Instant::now();
     write_rtstruct(
         &a.out,
         &labels,
@@ -197,6 +192,11 @@ fn write(a: &WriteArgs) -> Result<()> {
         &RtStructOptions::default(),
     )
     .with_context(|| format!("writing {}", a.out.display()))?;
+    tracing::info!(
+        seconds = t.elapsed().as_secs_f64(),
+        rois = rois.len(),
+        "traced and wrote the structure set"
+    );
     println!("wrote {} ({} ROI(s))", a.out.display(), rois.len());
     for r in &rois {
         println!("  {:<12} label {:>3}  {}", r.name, r.label, r.description);
