@@ -268,6 +268,58 @@ print(json.dumps({{"contours": n, "bad_ds": int(bad_ds), "bad_ref": int(bad_ref)
     }
 }
 
+/// A DICOM SEG written beside the RTSTRUCT: dciodvfy-clean, and highdicom
+/// (a SEG library we did not write) puts every segment's voxels at exactly
+/// the mask's positions.
+#[test]
+fn seg_passes_dciodvfy_and_highdicom_reads_the_masks_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dcm = tmp.path().join("dcm");
+    plastimatch_dicom(&colin27(), &dcm, &[]);
+    let mask = tmp.path().join("mask.nii.gz");
+    make_mask(&colin27(), &mask);
+    let (rt, seg) = (tmp.path().join("rt.dcm"), tmp.path().join("seg.dcm"));
+    ok(&[
+        "rtstruct",
+        "write",
+        "--mask",
+        &s(&mask),
+        "--reference",
+        &s(&dcm),
+        "--out",
+        &s(&rt),
+        "--seg",
+        &s(&seg),
+    ]);
+    let report = dciodvfy_clean(&seg);
+    assert!(report.contains("Segmentation"), "{report}");
+    let v = py(&format!(
+        r#"
+import highdicom as hd
+seg = hd.seg.segread({seg:?}); mi = nib.load({m:?}); m = np.asarray(mi.dataobj)
+out = {{}}
+for s in seg.get_segment_numbers():
+    v = seg.get_volume(segment_numbers=[s], combine_segments=True)
+    idx = np.argwhere(v.array > 0)
+    w = (v.affine @ np.c_[idx, np.ones(len(idx))].T).T[:, :3]
+    t = np.argwhere(m == s)
+    lps = (mi.affine @ np.c_[t, np.ones(len(t))].T).T[:, :3] * [-1, -1, 1]
+    a, b = set(map(tuple, np.round(w, 3))), set(map(tuple, np.round(lps, 3)))
+    out[str(s)] = [len(a), len(b), len(a ^ b)]
+print(json.dumps(out))
+"#,
+        seg = s(&seg),
+        m = s(&mask)
+    ));
+    for lab in ["1", "2"] {
+        let x = &v[lab];
+        assert!(
+            x[0].as_u64().unwrap() > 0 && x[0] == x[1] && x[2] == 0,
+            "segment {lab}: {v}"
+        );
+    }
+}
+
 #[test]
 fn non_square_oblique_and_sagittal_references_and_per_lesion_rois() {
     let tmp = tempfile::tempdir().unwrap();
@@ -460,6 +512,30 @@ print("null")
     ]);
     assert!(e.contains("off the nearest image slice"), "{e}");
     assert!(!Path::new(&p("l.nii.gz")).exists());
+    // Every contour 0.2 mm off its slice (a planning system's rounding):
+    // accepted, same voxels.
+    py(&format!(
+        "ds = pydicom.dcmread({o:?})\n\
+         for roi in ds.ROIContourSequence:\n    for c in roi.ContourSequence:\n        c.ContourData = [round(v + 0.2, 4) if i % 3 == 2 else v for i, v in enumerate(c.ContourData)]\n\
+         ds.save_as({z:?}); print('null')",
+        o = out,
+        z = p("rounded.dcm")
+    ));
+    ok(&[
+        "rtstruct",
+        "read",
+        &p("rounded.dcm"),
+        "--reference",
+        &r,
+        "--out",
+        &p("rounded.nii.gz"),
+    ]);
+    let c = nib_compare(
+        &tmp.path().join("rounded.nii.gz"),
+        &tmp.path().join("mask.nii.gz"),
+        false,
+    );
+    assert_eq!(c["voxels_differing"], 0, "{c}");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //!   asked), and keep the UIDs and patient/study attributes.
 //! * RT Structure Sets: write contours traced on voxel edges, read them back
 //!   with the even-odd rule (`rtstruct_write`, `rtstruct_read`, `contour`).
+//! * DICOM SEG writing, binary, one segment per ROI (`seg_write`).
 //! * Writing a volume as an MR image series (`series_write`).
 //!
 //! ```no_run
@@ -29,6 +30,7 @@ pub mod read;
 pub mod rtstruct_read;
 pub mod rtstruct_write;
 pub mod scan;
+pub mod seg_write;
 pub mod series;
 pub mod series_write;
 
@@ -39,5 +41,6 @@ pub use read::{plan_folder, read_series, DicomSeries, SeriesMeta, SliceRef};
 pub use rtstruct_read::{read_rtstruct, RoiInfo, RtStructMasks};
 pub use rtstruct_write::{build_rtstruct, write_rtstruct, RoiSpec, RtStructOptions};
 pub use scan::{scan, ScanReport};
+pub use seg_write::{build_seg, write_seg};
 pub use series::{plan, select, summarize, ReadOptions, SeriesPlan, SeriesSelector, SeriesSummary};
 pub use series_write::{write_mr_series, SeriesWriteOptions};

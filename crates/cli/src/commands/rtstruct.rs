@@ -46,6 +46,9 @@ pub struct WriteArgs {
     /// the lesions in order with --per-lesion).
     #[arg(long, value_delimiter = ',')]
     pub names: Vec<String>,
+    /// Also write a DICOM SEG (binary, one segment per ROI) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub seg: Option<PathBuf>,
     /// RT ROI Interpreted Type of every ROI.
     #[arg(long = "type", default_value = "GTV")]
     pub interpreted_type: String,
@@ -198,6 +201,11 @@ fn write(a: &WriteArgs) -> Result<()> {
         "traced and wrote the structure set"
     );
     println!("wrote {} ({} ROI(s))", a.out.display(), rois.len());
+    if let Some(seg) = &a.seg {
+        delineate_dicom::write_seg(seg, &labels, &grid, &reference.meta, &rois)
+            .with_context(|| format!("writing {}", seg.display()))?;
+        println!("wrote {} ({} segment(s))", seg.display(), rois.len());
+    }
     for r in &rois {
         println!("  {:<12} label {:>3}  {}", r.name, r.label, r.description);
     }
