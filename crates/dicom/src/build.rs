@@ -5,9 +5,11 @@ use std::path::Path;
 
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::{FileDicomObject, FileMetaTableBuilder, InMemDicomObject};
 
+use crate::header::{Patient, Study};
 use crate::Error;
 
 /// UID root: `2.25.` followed by a random UUID as a decimal integer
@@ -115,6 +117,35 @@ pub fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> InMemElement {
 /// An item built from elements.
 pub fn item(elements: impl IntoIterator<Item = InMemElement>) -> InMemDicomObject {
     InMemDicomObject::from_element_iter(elements)
+}
+
+/// A Referenced SOP Class/Instance item pointing at one image.
+pub fn image_ref(sop_class_uid: &str, sop_instance_uid: &str) -> InMemDicomObject {
+    item([
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, sop_class_uid),
+        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance_uid),
+    ])
+}
+
+/// Patient and General Study module attributes, copied from the source.
+pub fn patient_study_elements(p: &Patient, st: &Study) -> Vec<InMemElement> {
+    vec![
+        text(tags::PATIENT_NAME, VR::PN, p.name.clone()),
+        text(tags::PATIENT_ID, VR::LO, p.id.clone()),
+        text(tags::PATIENT_BIRTH_DATE, VR::DA, p.birth_date.clone()),
+        text(tags::PATIENT_SEX, VR::CS, p.sex.clone()),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, st.instance_uid.clone()),
+        text(tags::STUDY_DATE, VR::DA, st.date.clone()),
+        text(tags::STUDY_TIME, VR::TM, st.time.clone()),
+        text(tags::ACCESSION_NUMBER, VR::SH, st.accession_number.clone()),
+        text(
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            st.referring_physician_name.clone(),
+        ),
+        text(tags::STUDY_DESCRIPTION, VR::LO, st.description.clone()),
+        text(tags::STUDY_ID, VR::SH, st.id.clone()),
+    ]
 }
 
 /// Adds the file meta group (with our implementation UID) to `obj`.

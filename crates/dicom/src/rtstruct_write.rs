@@ -19,7 +19,8 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use rayon::prelude::*;
 
 use crate::build::{
-    ds_values, item, new_uid, now_da_tm, seq, text, with_meta, write_atomically, IMPLICIT_VR_LE,
+    ds_values, image_ref, item, new_uid, now_da_tm, patient_study_elements, seq, text, with_meta,
+    write_atomically, IMPLICIT_VR_LE,
 };
 use crate::contour::trace;
 use crate::read::SeriesMeta;
@@ -142,18 +143,7 @@ fn roi_items(
                     k as f64,
                 ]));
             }
-            let image_ref = item([
-                text(
-                    tags::REFERENCED_SOP_CLASS_UID,
-                    VR::UI,
-                    slice.sop_class_uid.clone(),
-                ),
-                text(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    slice.sop_instance_uid.clone(),
-                ),
-            ]);
+            let image_ref = image_ref(&slice.sop_class_uid, &slice.sop_instance_uid);
             contours.push(item([
                 seq(tags::CONTOUR_IMAGE_SEQUENCE, vec![image_ref]),
                 text(tags::CONTOUR_GEOMETRIC_TYPE, VR::CS, "CLOSED_PLANAR"),
@@ -282,20 +272,7 @@ pub fn build_rtstruct(
     let images: Vec<InMemDicomObject> = meta
         .slices
         .iter()
-        .map(|s| {
-            item([
-                text(
-                    tags::REFERENCED_SOP_CLASS_UID,
-                    VR::UI,
-                    s.sop_class_uid.clone(),
-                ),
-                text(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    s.sop_instance_uid.clone(),
-                ),
-            ])
-        })
+        .map(|s| image_ref(&s.sop_class_uid, &s.sop_instance_uid))
         .collect();
     let series_ref = item([
         text(
@@ -319,25 +296,14 @@ pub fn build_rtstruct(
         seq(tags::RT_REFERENCED_STUDY_SEQUENCE, vec![study_ref]),
     ]);
     let sop_instance = new_uid();
-    let p = &meta.patient;
-    let st = &meta.study;
-    let obj = item([
+    let mut obj = item([
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
         text(tags::INSTANCE_CREATION_DATE, VR::DA, date.clone()),
         text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
         text(tags::SOP_CLASS_UID, VR::UI, RTSTRUCT_SOP_CLASS),
         text(tags::SOP_INSTANCE_UID, VR::UI, sop_instance),
-        text(tags::STUDY_DATE, VR::DA, st.date.clone()),
-        text(tags::STUDY_TIME, VR::TM, st.time.clone()),
-        text(tags::ACCESSION_NUMBER, VR::SH, st.accession_number.clone()),
         text(tags::MODALITY, VR::CS, "RTSTRUCT"),
         text(tags::MANUFACTURER, VR::LO, "delineate"),
-        text(
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            st.referring_physician_name.clone(),
-        ),
-        text(tags::STUDY_DESCRIPTION, VR::LO, st.description.clone()),
         text(
             tags::SERIES_DESCRIPTION,
             VR::LO,
@@ -345,14 +311,8 @@ pub fn build_rtstruct(
         ),
         text(tags::OPERATORS_NAME, VR::PN, ""),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
-        text(tags::PATIENT_NAME, VR::PN, p.name.clone()),
-        text(tags::PATIENT_ID, VR::LO, p.id.clone()),
-        text(tags::PATIENT_BIRTH_DATE, VR::DA, p.birth_date.clone()),
-        text(tags::PATIENT_SEX, VR::CS, p.sex.clone()),
         text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
-        text(tags::STUDY_INSTANCE_UID, VR::UI, st.instance_uid.clone()),
         text(tags::SERIES_INSTANCE_UID, VR::UI, new_uid()),
-        text(tags::STUDY_ID, VR::SH, st.id.clone()),
         text(tags::SERIES_NUMBER, VR::IS, opts.series_number.to_string()),
         text(tags::INSTANCE_NUMBER, VR::IS, "1"),
         text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid),
@@ -365,6 +325,9 @@ pub fn build_rtstruct(
         seq(tags::ROI_CONTOUR_SEQUENCE, roi_contours),
         seq(tags::RTROI_OBSERVATIONS_SEQUENCE, observations),
     ]);
+    for e in patient_study_elements(&meta.patient, &meta.study) {
+        obj.put(e);
+    }
     with_meta(obj, IMPLICIT_VR_LE, path)
 }
 

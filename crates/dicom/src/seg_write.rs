@@ -17,7 +17,8 @@ use dicom_object::mem::InMemElement;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
 use crate::build::{
-    ds_values, item, new_uid, now_da_tm, seq, text, us, with_meta, write_atomically, EXPLICIT_VR_LE,
+    ds_values, image_ref, item, new_uid, now_da_tm, patient_study_elements, seq, text, us,
+    with_meta, write_atomically, EXPLICIT_VR_LE,
 };
 use crate::read::SeriesMeta;
 use crate::rtstruct_write::{RoiSpec, GRID_TOLERANCE_MM, MAX_ROIS};
@@ -213,24 +214,9 @@ pub fn build_seg(
     let referenced: Vec<InMemDicomObject> = meta
         .slices
         .iter()
-        .map(|s| {
-            item([
-                text(
-                    tags::REFERENCED_SOP_CLASS_UID,
-                    VR::UI,
-                    s.sop_class_uid.clone(),
-                ),
-                text(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    s.sop_instance_uid.clone(),
-                ),
-            ])
-        })
+        .map(|s| image_ref(&s.sop_class_uid, &s.sop_instance_uid))
         .collect();
-    let p = &meta.patient;
-    let st = &meta.study;
-    let obj = item([
+    let mut obj = item([
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
         InMemElement::new(
             tags::IMAGE_TYPE,
@@ -241,21 +227,12 @@ pub fn build_seg(
         text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
         text(tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS),
         text(tags::SOP_INSTANCE_UID, VR::UI, new_uid()),
-        text(tags::STUDY_DATE, VR::DA, st.date.clone()),
         text(tags::SERIES_DATE, VR::DA, date.clone()),
         text(tags::CONTENT_DATE, VR::DA, date.clone()),
-        text(tags::STUDY_TIME, VR::TM, st.time.clone()),
         text(tags::SERIES_TIME, VR::TM, time.clone()),
         text(tags::CONTENT_TIME, VR::TM, time),
-        text(tags::ACCESSION_NUMBER, VR::SH, st.accession_number.clone()),
         text(tags::MODALITY, VR::CS, "SEG"),
         text(tags::MANUFACTURER, VR::LO, "delineate"),
-        text(
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            st.referring_physician_name.clone(),
-        ),
-        text(tags::STUDY_DESCRIPTION, VR::LO, st.description.clone()),
         text(tags::SERIES_DESCRIPTION, VR::LO, "delineate segmentation"),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
         seq(
@@ -269,15 +246,9 @@ pub fn build_seg(
                 seq(tags::REFERENCED_INSTANCE_SEQUENCE, referenced),
             ])],
         ),
-        text(tags::PATIENT_NAME, VR::PN, p.name.clone()),
-        text(tags::PATIENT_ID, VR::LO, p.id.clone()),
-        text(tags::PATIENT_BIRTH_DATE, VR::DA, p.birth_date.clone()),
-        text(tags::PATIENT_SEX, VR::CS, p.sex.clone()),
         text(tags::DEVICE_SERIAL_NUMBER, VR::LO, "0"),
         text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
-        text(tags::STUDY_INSTANCE_UID, VR::UI, st.instance_uid.clone()),
         text(tags::SERIES_INSTANCE_UID, VR::UI, new_uid()),
-        text(tags::STUDY_ID, VR::SH, st.id.clone()),
         text(tags::SERIES_NUMBER, VR::IS, "902"),
         text(tags::INSTANCE_NUMBER, VR::IS, "1"),
         text(
@@ -332,6 +303,9 @@ pub fn build_seg(
         seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame),
         InMemElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bits.into())),
     ]);
+    for e in patient_study_elements(&meta.patient, &meta.study) {
+        obj.put(e);
+    }
     with_meta(obj, EXPLICIT_VR_LE, path)
 }
 

@@ -16,7 +16,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use rayon::prelude::*;
 
-use crate::build::{ds_values, item, new_uid, now_da_tm, text, us, with_meta, EXPLICIT_VR_LE};
+use crate::build::{
+    ds_values, item, new_uid, now_da_tm, patient_study_elements, text, us, with_meta,
+    EXPLICIT_VR_LE,
+};
 use crate::header::{Patient, Study};
 use crate::read::{SeriesMeta, SliceRef};
 use crate::Error;
@@ -167,7 +170,8 @@ pub fn write_mr_series(
                     );
                 }
             }
-            let mut elements: Vec<InMemElement> = vec![
+            let mut elements: Vec<InMemElement> = patient_study_elements(&opts.patient, &study);
+            elements.extend([
                 text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
                 InMemElement::new(
                     tags::IMAGE_TYPE,
@@ -183,23 +187,10 @@ pub fn write_mr_series(
                 text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
                 text(tags::SOP_CLASS_UID, VR::UI, MR_IMAGE_STORAGE),
                 text(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.clone()),
-                text(tags::STUDY_DATE, VR::DA, study.date.clone()),
                 text(tags::SERIES_DATE, VR::DA, date.clone()),
-                text(tags::STUDY_TIME, VR::TM, study.time.clone()),
                 text(tags::SERIES_TIME, VR::TM, time.clone()),
-                text(
-                    tags::ACCESSION_NUMBER,
-                    VR::SH,
-                    study.accession_number.clone(),
-                ),
                 text(tags::MODALITY, VR::CS, "MR"),
                 text(tags::MANUFACTURER, VR::LO, "delineate"),
-                text(
-                    tags::REFERRING_PHYSICIAN_NAME,
-                    VR::PN,
-                    study.referring_physician_name.clone(),
-                ),
-                text(tags::STUDY_DESCRIPTION, VR::LO, study.description.clone()),
                 text(
                     tags::SERIES_DESCRIPTION,
                     VR::LO,
@@ -209,14 +200,6 @@ pub fn write_mr_series(
                 text(tags::LATERALITY, VR::CS, ""),
                 text(tags::PATIENT_POSITION, VR::CS, ""),
                 text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
-                text(tags::PATIENT_NAME, VR::PN, opts.patient.name.clone()),
-                text(tags::PATIENT_ID, VR::LO, opts.patient.id.clone()),
-                text(
-                    tags::PATIENT_BIRTH_DATE,
-                    VR::DA,
-                    opts.patient.birth_date.clone(),
-                ),
-                text(tags::PATIENT_SEX, VR::CS, opts.patient.sex.clone()),
                 text(tags::SCANNING_SEQUENCE, VR::CS, "RM"),
                 text(tags::SEQUENCE_VARIANT, VR::CS, "NONE"),
                 text(tags::SCAN_OPTIONS, VR::CS, ""),
@@ -227,9 +210,7 @@ pub fn write_mr_series(
                 text(tags::ECHO_TRAIN_LENGTH, VR::IS, ""),
                 ds_values(tags::SPACING_BETWEEN_SLICES, &[g.spacing[2]]),
                 text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
-                text(tags::STUDY_INSTANCE_UID, VR::UI, study.instance_uid.clone()),
                 text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.clone()),
-                text(tags::STUDY_ID, VR::SH, study.id.clone()),
                 text(tags::SERIES_NUMBER, VR::IS, opts.series_number.to_string()),
                 text(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()),
                 ds_values(tags::IMAGE_POSITION_PATIENT, &ipp),
@@ -247,7 +228,7 @@ pub fn write_mr_series(
                 us(tags::HIGH_BIT, 15),
                 us(tags::PIXEL_REPRESENTATION, u16::from(storage.signed)),
                 InMemElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(bytes.into())),
-            ];
+            ]);
             if storage.slope != 1.0 || storage.intercept != 0.0 {
                 elements.push(ds_values(tags::RESCALE_INTERCEPT, &[storage.intercept]));
                 elements.push(ds_values(tags::RESCALE_SLOPE, &[storage.slope]));
