@@ -138,9 +138,10 @@ impl Walker<'_> {
                 return Ok(value);
             }
             p = if len == UNDEFINED {
-                // Like dicom-parser: items of an undefined-length SQ or UN are
-                // read in the data set's own encoding.
-                if tag == PIXEL_DATA || vr.is_some_and(|v| &v != b"SQ" && &v != b"UN") {
+                // Like dicom-parser: only Pixel Data of undefined length holds
+                // encapsulated fragments; any other undefined-length element
+                // is read as a sequence of items, in the data set's encoding.
+                if tag == PIXEL_DATA {
                     self.fragments(value, end, tag)?
                 } else {
                     self.items(value, end, depth, true)?
@@ -259,6 +260,8 @@ fn implicit_vr(tag: (u16, u16)) -> [u8; 2] {
     {
         Some(VirtualVr::Exact(vr)) => vr,
         Some(VirtualVr::Xs) => VR::US,
+        // Pixel data of unknown depth: dicom-parser reads words (OW).
+        Some(VirtualVr::Px | VirtualVr::Ox) => VR::OW,
         _ => VR::UN,
     };
     let s = vr.to_string().as_bytes();
