@@ -512,6 +512,36 @@ print("null")
     ]);
     assert!(e.contains("off the nearest image slice"), "{e}");
     assert!(!Path::new(&p("l.nii.gz")).exists());
+    // Contours that reference images missing from the reference series (the
+    // same Frame of Reference, re-sent with new SOP Instance UIDs): placed by
+    // their coordinates, with a warning that says so.
+    let copy = tmp.path().join("dcm_copy");
+    std::fs::create_dir(&copy).unwrap();
+    py(&format!(
+        "for f in os.listdir({d:?}):\n    ds = pydicom.dcmread(os.path.join({d:?}, f)); u = pydicom.uid.generate_uid()\n    ds.SOPInstanceUID = u; ds.file_meta.MediaStorageSOPInstanceUID = u; ds.save_as(os.path.join({c:?}, f))\nprint('null')",
+        d = r,
+        c = s(&copy)
+    ));
+    let o = delineate(&[
+        "rtstruct",
+        "read",
+        &out,
+        "--reference",
+        &s(&copy),
+        "--out",
+        &p("copy.nii.gz"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("image(s) that are not in the reference series"),
+        "{err}"
+    );
+    let c = nib_compare(
+        &tmp.path().join("copy.nii.gz"),
+        &tmp.path().join("mask.nii.gz"),
+        false,
+    );
+    assert_eq!(c["voxels_differing"], 0, "{c}");
     // Every contour 0.2 mm off its slice (a planning system's rounding):
     // accepted, same voxels.
     py(&format!(

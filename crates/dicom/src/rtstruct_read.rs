@@ -10,8 +10,12 @@
 //! * POINT and OPEN_PLANAR contours have no inside and are skipped (with a
 //!   warning); contours outside the volume are skipped with a warning.
 //! * A structure set in another Frame of Reference is refused.
+//! * The images the contours reference are collected
+//!   ([`RtStructMasks::referenced_images`]): contours drawn on another series
+//!   of the same Frame of Reference are legitimate (registered images), so
+//!   callers warn rather than refuse when they are not the reference's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use delineate_imaging::{Geometry, Volume};
@@ -45,6 +49,8 @@ pub struct RtStructMasks {
     pub rois: Vec<RoiInfo>,
     /// One mask per ROI, in the order of `rois`.
     pub masks: Vec<Volume<bool>>,
+    /// SOP Instance UIDs of the images the contours say they were drawn on.
+    pub referenced_images: BTreeSet<String>,
     pub warnings: Vec<String>,
 }
 
@@ -145,6 +151,7 @@ pub fn rtstruct_masks(
     let slice_spacing = reference.spacing[2];
     let mut rois = Vec::new();
     let mut masks = Vec::new();
+    let mut referenced_images = BTreeSet::new();
     for rc in items(obj, tags::ROI_CONTOUR_SEQUENCE) {
         let number = int(rc, tags::REFERENCED_ROI_NUMBER)
             .ok_or_else(|| Error::file(path, "an ROI Contour item has no Referenced ROI Number"))?;
@@ -155,6 +162,9 @@ pub fn rtstruct_masks(
         let mut per_slice: BTreeMap<usize, Vec<Polygon>> = BTreeMap::new();
         let mut count = 0;
         for c in items(rc, tags::CONTOUR_SEQUENCE) {
+            for image in items(c, tags::CONTOUR_IMAGE_SEQUENCE) {
+                referenced_images.insert(string(image, tags::REFERENCED_SOP_INSTANCE_UID));
+            }
             let kind = string(c, tags::CONTOUR_GEOMETRIC_TYPE);
             if kind != "CLOSED_PLANAR" {
                 warnings.push(format!(
@@ -229,6 +239,7 @@ pub fn rtstruct_masks(
         warnings.push("the structure set has no ROI contours".into());
     }
     Ok(RtStructMasks {
+        referenced_images,
         rois,
         masks,
         warnings,

@@ -219,6 +219,24 @@ fn read(a: &ReadArgs) -> Result<()> {
     for w in &rt.warnings {
         eprintln!("warning: {}: {w}", a.rtstruct.display());
     }
+    let known: std::collections::BTreeSet<&str> = reference
+        .meta
+        .slices
+        .iter()
+        .map(|s| s.sop_instance_uid.as_str())
+        .collect();
+    let missing = rt
+        .referenced_images
+        .iter()
+        .filter(|u| !known.contains(u.as_str()))
+        .count();
+    if missing > 0 {
+        eprintln!(
+            "warning: {}: contours reference {missing} image(s) that are not in the reference series \
+             (drawn on another series of the same Frame of Reference?); they were placed by their coordinates",
+            a.rtstruct.display()
+        );
+    }
     let labels = rt.label_map(&grid);
     let name = a.out.to_string_lossy().to_string();
     let sidecar = PathBuf::from(format!(
