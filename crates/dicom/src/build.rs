@@ -169,23 +169,14 @@ pub fn write_atomically(
     file: &FileDicomObject<InMemDicomObject>,
     path: &Path,
 ) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".delineate-")
-        .suffix(".dcm")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(path, "cannot create a temporary file next to", e))?;
-    file.write_all(tmp.as_file())
-        .map_err(|e| Error::file(path, format!("cannot write DICOM: {e}")))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(path, "cannot sync", e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(path, "cannot rename into", e.error))?;
-    Ok(())
+    Ok(delineate_imaging::atomic::write_atomically(
+        path,
+        ".dcm",
+        |_, f| {
+            file.write_all(f)
+                .map_err(|e| format!("cannot write DICOM: {e}"))
+        },
+    )?)
 }
 
 #[cfg(test)]

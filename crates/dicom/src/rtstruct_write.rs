@@ -177,16 +177,15 @@ fn roi_items(
     (item(elements), n)
 }
 
-/// Builds the structure set for `rois` of `labels`, which must lie on the
-/// grid of the reference series described by `meta` and `reference`.
-pub fn build_rtstruct(
+/// Checks that `labels` lie on the grid of the reference series and that
+/// its slices are its DICOM images (not a resampled volume), so that
+/// contours and segments can point at them.
+pub fn check_reference(
     labels: &Volume<u32>,
     reference: &Geometry,
     meta: &SeriesMeta,
-    rois: &[RoiSpec],
-    opts: &RtStructOptions,
     path: &Path,
-) -> Result<FileDicomObject<InMemDicomObject>, Error> {
+) -> Result<(), Error> {
     if !meta.slices_are_instances || meta.slices.len() != reference.size[2] {
         return Err(Error::file(
             path,
@@ -205,6 +204,20 @@ pub fn build_rtstruct(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Builds the structure set for `rois` of `labels`, which must lie on the
+/// grid of the reference series described by `meta` and `reference`.
+pub fn build_rtstruct(
+    labels: &Volume<u32>,
+    reference: &Geometry,
+    meta: &SeriesMeta,
+    rois: &[RoiSpec],
+    opts: &RtStructOptions,
+    path: &Path,
+) -> Result<FileDicomObject<InMemDicomObject>, Error> {
+    check_reference(labels, reference, meta, path)?;
     if rois.is_empty() {
         return Err(Error::file(
             path,

@@ -21,7 +21,7 @@ use crate::build::{
     with_meta, write_atomically, EXPLICIT_VR_LE,
 };
 use crate::read::SeriesMeta;
-use crate::rtstruct_write::{RoiSpec, GRID_TOLERANCE_MM, MAX_ROIS};
+use crate::rtstruct_write::{check_reference, RoiSpec, MAX_ROIS};
 use crate::Error;
 
 /// Segmentation Storage SOP Class.
@@ -47,18 +47,7 @@ pub fn build_seg(
     rois: &[RoiSpec],
     path: &Path,
 ) -> Result<FileDicomObject<InMemDicomObject>, Error> {
-    if !meta.slices_are_instances || meta.slices.len() != reference.size[2] {
-        return Err(Error::file(
-            path,
-            "the reference volume was resampled, so segments cannot point at its DICOM images",
-        ));
-    }
-    if !labels.geometry().same_grid(reference, GRID_TOLERANCE_MM) {
-        return Err(Error::file(
-            path,
-            "the mask grid differs from the reference series grid",
-        ));
-    }
+    check_reference(labels, reference, meta, path)?;
     if rois.is_empty() || rois.len() > MAX_ROIS {
         return Err(Error::file(
             path,

@@ -10,6 +10,7 @@
 //! and tests in seconds.
 
 pub mod any_volume;
+pub mod atomic;
 pub mod components;
 mod error;
 pub mod geometry;

@@ -537,25 +537,12 @@ where
         return Err(Error::file(path, "output name must end in .nii or .nii.gz"));
     };
     let header = make_header(vol.geometry(), opts);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".delineate-")
-        .suffix(ext)
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(path, "cannot create a temporary file next to", e))?;
-    nifti::writer::WriterOptions::new(tmp.path())
-        .reference_header(&header)
-        .write_nifti(vol.data())
-        .map_err(|e| Error::file(path, format!("cannot write NIfTI: {e}")))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(path, "cannot sync", e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(path, "cannot rename into", e.error))?;
-    Ok(())
+    crate::atomic::write_atomically(path, ext, |tmp, _| {
+        nifti::writer::WriterOptions::new(tmp)
+            .reference_header(&header)
+            .write_nifti(vol.data())
+            .map_err(|e| format!("cannot write NIfTI: {e}"))
+    })
 }
 
 /// Writes an [`AnyVolume`] in its own type.

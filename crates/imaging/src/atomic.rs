@@ -1,0 +1,34 @@
+//! Atomic output files: written to a temporary file beside the target,
+//! synced, then renamed, so a reader never sees a partial file and a failed
+//! write leaves nothing behind.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// Writes `path` through `write(temp_path, temp_file)`; `suffix` is the
+/// temporary file's extension (some writers choose the format from it).
+/// `write`'s error message is reported against `path`.
+pub fn write_atomically(
+    path: &Path,
+    suffix: &str,
+    write: impl FnOnce(&Path, &File) -> Result<(), String>,
+) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".delineate-")
+        .suffix(suffix)
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(path, "cannot create a temporary file next to", e))?;
+    write(tmp.path(), tmp.as_file()).map_err(|m| Error::file(path, m))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(path, "cannot sync", e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(path, "cannot rename into", e.error))?;
+    Ok(())
+}
