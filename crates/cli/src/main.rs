@@ -36,6 +36,7 @@ enum Command {
     /// DICOM image series: write a NIfTI image as an MR series.
     #[command(subcommand)]
     Dicom(commands::dicom::DicomCommand),
+    Synth(commands::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(&a),
         Command::Rtstruct(c) => commands::rtstruct::run(&c),
         Command::Dicom(c) => commands::dicom::run(&c),
+        Command::Synth(a) => commands::synth::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -249,6 +249,8 @@ pub fn write_mr_series(
         })
         .collect::<Result<_, Error>>()?;
     let kept = tmp.keep();
+    delineate_imaging::atomic::set_mode(&kept, 0o755)
+        .map_err(|e| Error::io(dir, "cannot set permissions of", e))?;
     if dir.exists() {
         std::fs::remove_dir(dir)
             .map_err(|e| Error::io(dir, "cannot replace the empty folder", e))?;

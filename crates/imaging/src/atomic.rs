@@ -28,7 +28,24 @@ pub fn write_atomically(
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(path, "cannot sync", e))?;
+    // Temporary files are private (0600); outputs are ordinary files.
+    set_mode(tmp.path(), 0o644).map_err(|e| Error::io(path, "cannot set permissions of", e))?;
     tmp.persist(path)
         .map_err(|e| Error::io(path, "cannot rename into", e.error))?;
     Ok(())
+}
+
+/// Sets Unix permission bits (no-op elsewhere): outputs made through
+/// temporary files and folders get the modes of ordinary ones.
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
 }

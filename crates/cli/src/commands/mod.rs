@@ -4,3 +4,4 @@ pub mod convert;
 pub mod dicom;
 pub mod info;
 pub mod rtstruct;
+pub mod synth;

@@ -1,0 +1,121 @@
+//! Everything that shapes a synthetic dataset, recorded in its manifest.
+
+use serde::{Deserialize, Serialize};
+
+use crate::deform::DeformParams;
+
+/// Lesion kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    #[serde(rename = "met")]
+    Metastasis,
+    #[serde(rename = "men")]
+    Meningioma,
+    #[serde(rename = "schw")]
+    Schwannoma,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "met" | "metastasis" | "metastases" => Some(Kind::Metastasis),
+            "men" | "meningioma" => Some(Kind::Meningioma),
+            "schw" | "schwannoma" => Some(Kind::Schwannoma),
+            _ => None,
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Metastasis => "met",
+            Kind::Meningioma => "men",
+            Kind::Schwannoma => "schw",
+        }
+    }
+}
+
+/// How many metastases a metastasis case gets.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetCount {
+    /// Negative binomial (gamma–Poisson) with this mean and shape `k`:
+    /// heavy-tailed, 0 to 20+ (k = 1.2: P(0) ≈ 0.2, P(≥ 10) ≈ 0.07 at mean 3.5).
+    NegBinomial { mean: f64, k: f64, max: u32 },
+    /// Uniform in `min..=max`.
+    Range { min: u32, max: u32 },
+}
+
+/// One acquisition grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridSpec {
+    pub name: String,
+    /// In-plane (row, column) and slice spacing, mm.
+    pub spacing: [f64; 3],
+    /// Relative weight when drawing a grid.
+    pub weight: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SynthParams {
+    /// Lesion kinds to draw, each case gets one kind by `kind_weights`.
+    pub kinds: Vec<Kind>,
+    /// Weights of metastasis, meningioma and schwannoma cases.
+    pub kind_weights: [f64; 3],
+    pub met_count: MetCount,
+    /// Diameter ranges (mm), drawn log-uniformly.
+    pub met_diameter_mm: [f64; 2],
+    pub men_diameter_mm: [f64; 2],
+    pub schw_diameter_mm: [f64; 2],
+    /// Metastasis regions: cerebrum, cerebellum, brainstem.
+    pub met_region_weights: [f64; 3],
+    pub grids: Vec<GridSpec>,
+    /// Probability of a sagittal (instead of axial) acquisition.
+    pub sagittal_fraction: f64,
+    /// Signal-to-noise ratio of white matter, uniform in this range.
+    pub snr: [f64; 2],
+    /// Peak-to-peak bias field amplitude (fraction), uniform up to this.
+    pub bias: f64,
+    /// Scanner value of white matter, uniform in this range (stored as u16).
+    pub scanner_scale: [f64; 2],
+    pub deform: DeformParams,
+}
+
+impl Default for SynthParams {
+    fn default() -> Self {
+        Self {
+            kinds: vec![Kind::Metastasis, Kind::Meningioma, Kind::Schwannoma],
+            kind_weights: [0.6, 0.2, 0.2],
+            met_count: MetCount::NegBinomial {
+                mean: 3.5,
+                k: 1.2,
+                max: 40,
+            },
+            met_diameter_mm: [2.0, 30.0],
+            men_diameter_mm: [10.0, 50.0],
+            schw_diameter_mm: [5.0, 30.0],
+            met_region_weights: [0.8, 0.12, 0.08],
+            grids: vec![
+                GridSpec {
+                    name: "1mm".into(),
+                    spacing: [1.0, 1.0, 1.0],
+                    weight: 0.4,
+                },
+                GridSpec {
+                    name: "0.9x0.9x1".into(),
+                    spacing: [0.9, 0.9, 1.0],
+                    weight: 0.4,
+                },
+                GridSpec {
+                    name: "0.5x0.5x2".into(),
+                    spacing: [0.5, 0.5, 2.0],
+                    weight: 0.2,
+                },
+            ],
+            sagittal_fraction: 0.3,
+            snr: [15.0, 40.0],
+            bias: 0.3,
+            scanner_scale: [300.0, 2000.0],
+            deform: DeformParams::default(),
+        }
+    }
+}
