@@ -10,6 +10,9 @@ mod progress;
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Brain-tumour contouring for stereotactic radiosurgery.
@@ -37,6 +40,8 @@ enum Command {
     #[command(subcommand)]
     Dicom(commands::dicom::DicomCommand),
     Synth(commands::synth::SynthArgs),
+    Evaluate(commands::evaluate::EvaluateArgs),
+    Study(commands::study::StudyArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +65,8 @@ fn main() -> ExitCode {
         Command::Rtstruct(c) => commands::rtstruct::run(&c),
         Command::Dicom(c) => commands::dicom::run(&c),
         Command::Synth(a) => commands::synth::run(&a),
+        Command::Evaluate(a) => commands::evaluate::run(&a),
+        Command::Study(a) => commands::study::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,6 +105,11 @@ where
     let [nx, ny, nz] = g.size;
     let data = vol.as_slice();
     let fg: Vec<bool> = data.iter().map(&foreground).collect();
+    // Rows (fixed j, k) holding foreground: both passes skip the others,
+    // which are most of a brain-sized mask with a few lesions.
+    let rows: Vec<usize> = (0..ny * nz)
+        .filter(|&r| fg[r * nx..(r + 1) * nx].contains(&true))
+        .collect();
     let offsets: Vec<([isize; 3], isize)> = connectivity
         .backward_offsets()
         .into_iter()
@@ -112,9 +117,10 @@ where
         .collect();
     let mut labels = vec![0u32; data.len()];
     let mut parent: Vec<u32> = vec![0]; // index 0 = background
-    for k in 0..nz {
-        for j in 0..ny {
-            let row = nx * (j + ny * k);
+    for &r in &rows {
+        let (j, k) = (r % ny, r / ny);
+        let row = nx * r;
+        {
             for i in 0..nx {
                 let idx = row + i;
                 if !fg[idx] {
@@ -149,9 +155,10 @@ where
     let mut final_of = vec![0u32; parent.len()];
     let mut stats: Vec<Component> = Vec::new();
     let mut sums: Vec<[f64; 3]> = Vec::new();
-    for k in 0..nz {
-        for j in 0..ny {
-            let row = nx * (j + ny * k);
+    for &r in &rows {
+        let (j, k) = (r % ny, r / ny);
+        let row = nx * r;
+        {
             for i in 0..nx {
                 let idx = row + i;
                 let l = labels[idx];

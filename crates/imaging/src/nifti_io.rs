@@ -103,9 +103,12 @@ pub fn read_nifti<T: DataElement + Clone>(path: &Path) -> Result<(Volume<T>, Nif
 /// float32 (float64 for 64-bit stored types) with the scaling applied.
 pub fn read_nifti_any(path: &Path) -> Result<(AnyVolume, NiftiInfo), Error> {
     let bytes = read_file_bytes(path, false)?;
-    let (_, _, info) = parse_validated(&bytes.data, path, bytes.compressed, true)?;
+    let (h, geometry, info) = parse_validated(&bytes.data, path, bytes.compressed, true)?;
     let b = &bytes.data;
     let c = bytes.compressed;
+    if let Some(v) = native_volume(b, &h, &geometry, &info) {
+        return Ok((v, info));
+    }
     let wide = info.datatype.size_of() == 8 || info.datatype == DataType::Float64;
     Ok(match (info.is_scaled(), info.datatype) {
         (true, _) if wide => (AnyVolume::Float64(parse_nifti_bytes(b, path, c)?.0), info),
@@ -120,6 +123,45 @@ pub fn read_nifti_any(path: &Path) -> Result<(AnyVolume, NiftiInfo), Error> {
         (false, DataType::Int64) => (AnyVolume::Int64(parse_nifti_bytes(b, path, c)?.0), info),
         (false, DataType::Float32) => (AnyVolume::Float32(parse_nifti_bytes(b, path, c)?.0), info),
         (false, DataType::Float64) => (AnyVolume::Float64(parse_nifti_bytes(b, path, c)?.0), info),
+    })
+}
+
+/// Fast path for unscaled little-endian voxels on a little-endian machine:
+/// NIfTI stores voxels with i fastest, which is our order, so the bytes
+/// are the volume (one copy, no per-voxel conversion). `parse_validated`
+/// has checked that the bytes are there.
+fn native_volume(
+    bytes: &[u8],
+    h: &NiftiHeader,
+    g: &Geometry,
+    info: &NiftiInfo,
+) -> Option<AnyVolume> {
+    if cfg!(target_endian = "big") || h.endianness != nifti::Endianness::Little || info.is_scaled()
+    {
+        return None;
+    }
+    let offset = h.vox_offset as usize;
+    let n = g.len();
+    fn take<T: bytemuck::Pod>(
+        bytes: &[u8],
+        offset: usize,
+        n: usize,
+        g: &Geometry,
+    ) -> Option<Volume<T>> {
+        let raw = bytes.get(offset..offset + n * std::mem::size_of::<T>())?;
+        Volume::from_vec(g.clone(), bytemuck::pod_collect_to_vec(raw)).ok()
+    }
+    Some(match info.datatype {
+        DataType::Uint8 => AnyVolume::Uint8(take(bytes, offset, n, g)?),
+        DataType::Int8 => AnyVolume::Int8(take(bytes, offset, n, g)?),
+        DataType::Uint16 => AnyVolume::Uint16(take(bytes, offset, n, g)?),
+        DataType::Int16 => AnyVolume::Int16(take(bytes, offset, n, g)?),
+        DataType::Uint32 => AnyVolume::Uint32(take(bytes, offset, n, g)?),
+        DataType::Int32 => AnyVolume::Int32(take(bytes, offset, n, g)?),
+        DataType::Uint64 => AnyVolume::Uint64(take(bytes, offset, n, g)?),
+        DataType::Int64 => AnyVolume::Int64(take(bytes, offset, n, g)?),
+        DataType::Float32 => AnyVolume::Float32(take(bytes, offset, n, g)?),
+        DataType::Float64 => AnyVolume::Float64(take(bytes, offset, n, g)?),
     })
 }
 
@@ -166,12 +208,19 @@ fn read_file_bytes(path: &Path, header_only: bool) -> Result<FileBytes, Error> {
         ));
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
-    read_maybe_gzip(std::io::BufReader::new(file), path, header_only)
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    read_maybe_gzip(std::io::BufReader::new(file), path, header_only, size)
 }
 
 /// Reads all bytes of `raw`, decompressing gzip when it starts with the
 /// gzip magic, up to [`MAX_VOXEL_BYTES`] plus headers.
-fn read_maybe_gzip(mut raw: impl Read, path: &Path, header_only: bool) -> Result<FileBytes, Error> {
+/// `size_hint` (the file size, 0 if unknown) sizes the buffer up front.
+fn read_maybe_gzip(
+    mut raw: impl Read,
+    path: &Path,
+    header_only: bool,
+    size_hint: u64,
+) -> Result<FileBytes, Error> {
     let mut magic = [0u8; 2];
     let n = read_up_to(&mut raw, &mut magic).map_err(|e| Error::io(path, "cannot read", e))?;
     let head = Cursor::new(magic[..n].to_vec()).chain(raw);
@@ -181,12 +230,20 @@ fn read_maybe_gzip(mut raw: impl Read, path: &Path, header_only: bool) -> Result
     } else {
         Box::new(head)
     };
-    let mut data = Vec::new();
     let limit = if header_only {
         HEADER_BYTES as u64
     } else {
         MAX_VOXEL_BYTES + 1_048_576
     };
+    // Compressed voxels usually take 2-4x their file size.
+    let hint = if header_only {
+        0
+    } else if compressed {
+        size_hint.saturating_mul(3)
+    } else {
+        size_hint
+    };
+    let mut data = Vec::with_capacity(hint.min(limit) as usize);
     reader
         .by_ref()
         .take(limit)
@@ -208,7 +265,7 @@ pub fn read_nifti_from_memory<T: DataElement + Clone>(
     raw: &[u8],
     path: &Path,
 ) -> Result<(Volume<T>, NiftiInfo), Error> {
-    let bytes = read_maybe_gzip(raw, path, false)?;
+    let bytes = read_maybe_gzip(raw, path, false, 0)?;
     parse_nifti_bytes::<T>(&bytes.data, path, bytes.compressed)
 }
 

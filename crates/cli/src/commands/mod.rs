@@ -2,6 +2,8 @@
 
 pub mod convert;
 pub mod dicom;
+pub mod evaluate;
 pub mod info;
 pub mod rtstruct;
+pub mod study;
 pub mod synth;

@@ -1,0 +1,242 @@
+//! # delineate-eval
+//!
+//! Judges detection the way the paper does: lesion by lesion. Matches
+//! predicted components to truth lesions ([`matching`]), builds
+//! precision–recall and FROC curves with patient-level bootstrap intervals
+//! ([`curves`], [`bootstrap`]), writes reports and figures ([`report`],
+//! [`plots`]), and computes the clinical study's inter-rater agreement,
+//! sign tests and contouring-time tables ([`study`]).
+
+pub mod bootstrap;
+pub mod cases;
+pub mod curves;
+pub mod matching;
+pub mod plots;
+pub mod report;
+pub mod stats;
+pub mod study;
+pub mod study_report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use bootstrap::{BootstrapOptions, Intervals, Resampling};
+pub use curves::{Bucket, Summary};
+pub use matching::{CaseResult, Criterion, MatchOptions};
+
+/// Errors name the file or option at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Imaging(#[from] delineate_imaging::Error),
+    #[error(transparent)]
+    Dicom(#[from] delineate_dicom::Error),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Which confidence thresholds the curves use.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Thresholds {
+    /// sigmoid(linspace(0, 5, 51)), as in the authors' code.
+    Sigmoid,
+    /// Every distinct component confidence (exact curve).
+    Unique,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalOptions {
+    pub matching: MatchOptions,
+    pub thresholds: Thresholds,
+    /// Bucket edges by equivalent diameter (mm).
+    pub size_edges: Vec<f64>,
+    pub bootstrap: BootstrapOptions,
+    /// Skip (and report) cases missing on either side instead of failing.
+    pub allow_missing: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            matching: MatchOptions::default(),
+            thresholds: Thresholds::Sigmoid,
+            size_edges: vec![5.0, 10.0, 20.0],
+            bootstrap: BootstrapOptions::default(),
+            allow_missing: false,
+        }
+    }
+}
+
+/// One experiment's evaluation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Experiment {
+    pub name: String,
+    pub predictions: PathBuf,
+    pub cases: Vec<CaseResult>,
+    pub skipped: Vec<Skipped>,
+    pub thresholds: Vec<f64>,
+    pub buckets: Vec<Bucket>,
+    pub kinds: Vec<String>,
+    pub summary: Summary,
+    pub intervals: Intervals,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Skipped {
+    pub case: String,
+    pub reason: String,
+}
+
+/// Evaluates experiments (name, prediction folder) against one truth
+/// folder. Cases run in parallel; each case's truth is read once.
+pub fn evaluate(
+    experiments: &[(String, PathBuf)],
+    truth_dir: &Path,
+    opts: &EvalOptions,
+    tick: &(dyn Fn() + Sync),
+) -> Result<Vec<Experiment>, Error> {
+    if !(opts.matching.component_threshold >= 0.0 && opts.matching.component_threshold < 1.0) {
+        return Err(Error::Input(
+            "--component-threshold must lie in [0, 1)".into(),
+        ));
+    }
+    let truth = cases::discover_truth(truth_dir)?;
+    let preds: Vec<BTreeMap<String, PathBuf>> = experiments
+        .iter()
+        .map(|(_, d)| cases::discover_predictions(d))
+        .collect::<Result<_, _>>()?;
+    let mut skipped: Vec<Vec<Skipped>> = vec![Vec::new(); experiments.len()];
+    let mut problems = Vec::new();
+    for (e, p) in preds.iter().enumerate() {
+        for c in truth.keys().filter(|c| !p.contains_key(*c)) {
+            problems.push(format!(
+                "{}: no prediction for truth case {c}",
+                experiments[e].0
+            ));
+            skipped[e].push(Skipped {
+                case: c.clone(),
+                reason: "no prediction".into(),
+            });
+        }
+        for c in p.keys().filter(|c| !truth.contains_key(*c)) {
+            problems.push(format!(
+                "{}: no truth for predicted case {c}",
+                experiments[e].0
+            ));
+            skipped[e].push(Skipped {
+                case: c.clone(),
+                reason: "no truth".into(),
+            });
+        }
+    }
+    if !problems.is_empty() && !opts.allow_missing {
+        return Err(Error::Input(format!(
+            "cases do not match ({} problems; --allow-missing skips them):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )));
+    }
+    let names: Vec<&String> = truth
+        .keys()
+        .filter(|c| preds.iter().any(|p| p.contains_key(*c)))
+        .collect();
+    let per_case: Vec<Vec<Option<CaseResult>>> = names
+        .par_iter()
+        .map(|name| {
+            let src = &truth[*name];
+            let t0 = std::time::Instant::now();
+            let (labels, kinds) = cases::load_truth(src)?;
+            tracing::debug!("{name}: truth read in {:.3} s", t0.elapsed().as_secs_f64());
+            let mut row = Vec::new();
+            for p in &preds {
+                let Some(path) = p.get(*name) else {
+                    row.push(None);
+                    continue;
+                };
+                let t0 = std::time::Instant::now();
+                let pred = cases::load_prediction(path)?;
+                let t1 = std::time::Instant::now();
+                let pg = match &pred {
+                    matching::Prediction::Probability(v) => v.geometry(),
+                    matching::Prediction::Labels(v) => v.geometry(),
+                };
+                if !pg.same_grid(labels.geometry(), 1e-3) {
+                    return Err(Error::Input(format!(
+                        "{}: not on the grid of the truth {} (size {:?} vs {:?}, spacing {:?} vs {:?}); resample the prediction to the truth grid",
+                        path.display(),
+                        src.path().display(),
+                        pg.size,
+                        labels.geometry().size,
+                        pg.spacing,
+                        labels.geometry().spacing
+                    )));
+                }
+                row.push(Some(matching::match_case(name, &labels, &pred, &kinds, &opts.matching)));
+                tracing::debug!(
+                    "{name}: prediction read in {:.3} s, matched in {:.3} s",
+                    (t1 - t0).as_secs_f64(),
+                    t1.elapsed().as_secs_f64()
+                );
+            }
+            tick();
+            Ok(row)
+        })
+        .collect::<Result<_, Error>>()?;
+    let mut out = Vec::new();
+    for (e, (ename, dir)) in experiments.iter().enumerate() {
+        let results: Vec<CaseResult> = per_case.iter().filter_map(|row| row[e].clone()).collect();
+        out.push(summarize_experiment(
+            ename,
+            dir,
+            results,
+            std::mem::take(&mut skipped[e]),
+            opts,
+        ));
+    }
+    Ok(out)
+}
+
+/// Curves, summary and intervals of already matched cases.
+pub fn summarize_experiment(
+    name: &str,
+    dir: &Path,
+    results: Vec<CaseResult>,
+    skipped: Vec<Skipped>,
+    opts: &EvalOptions,
+) -> Experiment {
+    let thresholds = match opts.thresholds {
+        Thresholds::Sigmoid => curves::sigmoid_grid(),
+        Thresholds::Unique => {
+            let mut u = curves::unique_confidences(&results);
+            if u.is_empty() {
+                u.push(1.0);
+            }
+            u
+        }
+    };
+    let buckets = curves::buckets_from_edges(&opts.size_edges);
+    let mut kinds: Vec<String> = results
+        .iter()
+        .flat_map(|c| c.truth.iter().filter_map(|t| t.kind.clone()))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let idx: Vec<usize> = (0..results.len()).collect();
+    let summary = curves::summarize(&results, &idx, &thresholds, &buckets, &kinds);
+    let intervals = bootstrap::bootstrap(&results, &thresholds, &buckets, &kinds, &opts.bootstrap);
+    Experiment {
+        name: name.to_string(),
+        predictions: dir.to_path_buf(),
+        cases: results,
+        skipped,
+        thresholds,
+        buckets,
+        kinds,
+        summary,
+        intervals,
+    }
+}
