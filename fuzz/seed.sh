@@ -18,6 +18,16 @@ for t in ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "flo
     nib.save(img, os.path.join(d, f"{t}.nii.gz"))
 PY
 printf '\x05\x06%s' "$(head -c 200 /dev/urandom | base64 | head -c 200)" > corpus/series_plan/seed0
+mkdir -p corpus/study_design
+cat > corpus/study_design/design.toml <<'TOML'
+raters = ["A", "B", "C", "D"]
+cases = ["case_000", "case_001"]
+manual = "{case}/{rater}_manual.nii.gz"
+cnn = "{case}/{rater}_cnn.nii.gz"
+reference = "{case}/dicom"
+times = "times.csv"
+TOML
+printf 'case,rater,mode,time\ncase_000,A,manual,5:41.7\ncase_000,A,cnn,200\n' > corpus/study_design/times.csv
 echo "corpora seeded"
 
 # An RTSTRUCT on the rtstruct_read target's fixed grid (24x20x12, 1x1x2 mm,

@@ -11,4 +11,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = g.orientation_code();
         let _ = vol.to_canonical();
     }
+    if let Ok((any, _)) = delineate_imaging::nifti_io::read_nifti_any_from_memory(data, path) {
+        let _ = any.to_labels();
+        let _ = any.geometry().orientation_code();
+    }
 });

@@ -14,6 +14,28 @@ fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// A small synth dataset of metastases on 1 mm grids.
+fn synth_mets(out: &Path, cases: &str, seed: &str, count: &str, extra: &[&str]) {
+    let o = s(out);
+    let mut args = vec![
+        "synth",
+        "--cases",
+        cases,
+        "--seed",
+        seed,
+        "--out",
+        &o,
+        "--kinds",
+        "met",
+        "--met-count",
+        count,
+        "--grid",
+        "1mm",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
 fn script() -> String {
     format!("{}/tests/picai_conformance.py", env!("CARGO_MANIFEST_DIR"))
 }
@@ -116,26 +138,19 @@ fn rtstruct_truth_from_synth_and_kinds() {
     colin27();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
-    ok(&[
-        "synth",
-        "--cases",
+    synth_mets(
+        &data,
         "2",
-        "--seed",
         "4",
-        "--out",
-        &s(&data),
-        "--kinds",
-        "met",
-        "--met-count",
         "2-3",
-        "--met-diameter",
-        "6-15",
-        "--grid",
-        "1mm",
-        "--sagittal-fraction",
-        "0",
-        "--dicom",
-    ]);
+        &[
+            "--met-diameter",
+            "6-15",
+            "--sagittal-fraction",
+            "0",
+            "--dicom",
+        ],
+    );
     // Truth through RTSTRUCT only; predictions = the truth masks as labels.
     let (truth, pred) = (tmp.path().join("truth"), tmp.path().join("pred"));
     for c in ["case_000", "case_001"] {
@@ -255,23 +270,7 @@ fn study_from_simulated_raters() {
     colin27();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
-    ok(&[
-        "synth",
-        "--cases",
-        "3",
-        "--seed",
-        "2",
-        "--out",
-        &s(&data),
-        "--kinds",
-        "met",
-        "--met-count",
-        "1-3",
-        "--met-diameter",
-        "5-15",
-        "--grid",
-        "1mm",
-    ]);
+    synth_mets(&data, "3", "2", "1-3", &["--met-diameter", "5-15"]);
     let study = tmp.path().join("study");
     let script = format!("{}/../../scripts/make_study.py", env!("CARGO_MANIFEST_DIR"));
     python(&[

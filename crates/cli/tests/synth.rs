@@ -197,3 +197,54 @@ fn bad_requests_fail_cleanly_without_output() {
     let e = fails(&["synth", "--out", &o, "--cases", "1"]);
     assert!(e.contains("not empty"), "{e}");
 }
+
+#[test]
+fn phantom_and_other_templates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("p");
+    let o = s(&p);
+    ok(&[
+        "synth",
+        "--cases",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        &o,
+        "--phantom",
+        "--kinds",
+        "met",
+        "--met-count",
+        "2-2",
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["procedural_template"], true);
+    let l: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("case_000/lesions.json")).unwrap()).unwrap();
+    assert_eq!(l["lesions"].as_array().unwrap().len(), 2);
+    // Any T1: Colin27 with skull, its brain mask derived.
+    let t = tmp.path().join("t");
+    let c = colin27();
+    ok(&[
+        "synth",
+        "--cases",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        &s(&t),
+        "--template",
+        &s(&c),
+        "--kinds",
+        "met",
+        "--met-count",
+        "2-2",
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["template"], "ch2.nii.gz");
+    let l: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.join("case_000/lesions.json")).unwrap()).unwrap();
+    assert_eq!(l["lesions"].as_array().unwrap().len(), 2, "{l}");
+}

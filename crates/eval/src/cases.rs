@@ -49,13 +49,14 @@ fn nifti_stem(name: &str) -> Option<&str> {
         .or_else(|| name.strip_suffix(".nii"))
 }
 
-fn entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+/// Visible entries of a folder as (name, path), sorted.
+fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| Error::Input(format!("{}: cannot read the folder: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().to_string();
+            (!name.starts_with('.')).then_some((name, p))
         })
         .collect();
     v.sort();
@@ -65,11 +66,7 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 /// Prediction files by case name.
 pub fn discover_predictions(dir: &Path) -> Result<BTreeMap<String, PathBuf>, Error> {
     let mut out = BTreeMap::new();
-    for p in entries(dir)? {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+    for (name, p) in entries(dir)? {
         if p.is_file() {
             if let Some(stem) = nifti_stem(&name) {
                 out.insert(stem.to_string(), p.clone());
@@ -93,11 +90,7 @@ pub fn discover_predictions(dir: &Path) -> Result<BTreeMap<String, PathBuf>, Err
 /// Truth sources by case name.
 pub fn discover_truth(dir: &Path) -> Result<BTreeMap<String, TruthSource>, Error> {
     let mut out = BTreeMap::new();
-    for p in entries(dir)? {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+    for (name, p) in entries(dir)? {
         if p.is_file() {
             if let Some(stem) = nifti_stem(&name) {
                 let side = dir.join(format!("{stem}.json"));

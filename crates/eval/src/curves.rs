@@ -99,6 +99,10 @@ pub struct GroupStats {
     pub recall: f64,
     pub recall_at_1fp: f64,
     pub dice_median: f64,
+    /// Recall of this group at the overall FROC operating points for
+    /// [`FP_RATES`] (the most lenient threshold with at most that many FP
+    /// per case over all lesions; FPs have no size or kind).
+    pub sensitivity_step: Vec<f64>,
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -215,6 +219,15 @@ pub fn summarize(
     } else {
         dice.iter().sum::<f64>() / dice.len() as f64
     };
+    let operating: Vec<Option<f64>> = FP_RATES
+        .iter()
+        .map(|&k| {
+            sorted_thr
+                .iter()
+                .find(|p| p.fp_per_case <= k)
+                .map(|p| p.threshold)
+        })
+        .collect();
     let group = |name: &str, f: &dyn Fn(&crate::matching::TruthLesion) -> bool| {
         let ls: Vec<_> = sel
             .iter()
@@ -235,7 +248,18 @@ pub fn summarize(
             .filter(|t| t.hit_confidence.is_some())
             .map(|t| t.best_dice)
             .collect();
+        let at = |o: Option<f64>| match o {
+            Some(o) if n > 0 => {
+                ls.iter()
+                    .filter(|t| t.hit_confidence.is_some_and(|c| c >= o))
+                    .count() as f64
+                    / n as f64
+            }
+            _ if n > 0 => 0.0,
+            _ => f64::NAN,
+        };
         GroupStats {
+            sensitivity_step: operating.iter().map(|&o| at(o)).collect(),
             name: name.to_string(),
             lesions: n,
             recall: if n > 0 {

@@ -32,10 +32,38 @@ pub fn ensure_font() {
     });
 }
 
-type DrawResult = Result<(), String>;
+pub(crate) type DrawResult = Result<(), String>;
+
+/// A chart builder with the house caption, margins and label areas.
+pub(crate) fn builder<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(caption, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55);
+    b
+}
+
+/// Draws the series legend in the house style.
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)
+}
 
 /// Writes `stem.png` and `stem.svg` in `out` with `draw`.
-fn both(
+pub(crate) fn both(
     out: &Path,
     stem: &str,
     draw: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> DrawResult,
@@ -77,11 +105,7 @@ fn err<E: std::fmt::Display>(e: E) -> String {
 
 fn draw_prc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, exps: &[Experiment]) -> DrawResult {
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(root)
-        .caption("Lesion-wise precision–recall", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
+    let mut chart = builder(root, "Lesion-wise precision–recall")
         .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
         .map_err(err)?;
     chart
@@ -128,14 +152,7 @@ fn draw_prc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, exps: &[Experimen
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     Ok(())
 }
 
@@ -146,11 +163,7 @@ fn draw_froc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, exps: &[Experime
         .flat_map(|e| e.summary.points.iter().map(|p| p.fp_per_case))
         .fold(8.0f64, f64::max)
         * 1.2;
-    let mut chart = ChartBuilder::on(root)
-        .caption("FROC", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
+    let mut chart = builder(root, "FROC")
         .build_cartesian_2d((0.05f64..max_fp).log_scale(), 0f64..1.02f64)
         .map_err(err)?;
     chart
@@ -203,14 +216,7 @@ fn draw_froc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, exps: &[Experime
             )
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
@@ -230,11 +236,7 @@ fn draw_sizes<DB: DrawingBackend>(
         })
         .unwrap_or_default();
     let nb = buckets.len().max(1);
-    let mut chart = ChartBuilder::on(root)
-        .caption("Recall by lesion size", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
+    let mut chart = builder(root, "Recall by lesion size")
         .build_cartesian_2d(0f64..nb as f64, 0f64..1.05f64)
         .map_err(err)?;
     let labels = buckets.clone();
@@ -288,13 +290,6 @@ fn draw_sizes<DB: DrawingBackend>(
             )
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }

@@ -234,37 +234,31 @@ fn markdown(experiments: &[Experiment], opts: &EvalOptions) -> String {
             s.push('\n');
         }
     }
-    s.push_str("\n## By lesion size (equivalent diameter)\n\n| experiment | size | lesions | recall | recall at ≤ 1 FP/case | median Dice |\n|---|---|---|---|---|---|\n");
+    s.push_str("\n## By lesion size (equivalent diameter)\n\n");
+    group_table(&mut s, "size", experiments, |e| {
+        (&e.summary.by_size, &e.intervals.size_recall)
+    });
+    s.push_str("\nSensitivity by size (and kind) at the overall FROC operating points (step):\n\n| experiment | size |");
+    for r in FP_RATES {
+        let _ = write!(s, " {r} FP |");
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---|".repeat(FP_RATES.len()));
+    s.push('\n');
     for e in experiments {
-        for (g, i) in e.summary.by_size.iter().zip(&e.intervals.size_recall) {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} |",
-                e.name,
-                g.name,
-                g.lesions,
-                ci(g.recall, i),
-                f(g.recall_at_1fp),
-                f(g.dice_median)
-            );
+        for g in e.summary.by_size.iter().chain(&e.summary.by_kind) {
+            let _ = write!(s, "| {} | {} |", e.name, g.name);
+            for v in &g.sensitivity_step {
+                let _ = write!(s, " {} |", f(*v));
+            }
+            s.push('\n');
         }
     }
     if experiments.iter().any(|e| !e.kinds.is_empty()) {
-        s.push_str("\n## By lesion kind\n\n| experiment | kind | lesions | recall | recall at ≤ 1 FP/case | median Dice |\n|---|---|---|---|---|---|\n");
-        for e in experiments {
-            for (g, i) in e.summary.by_kind.iter().zip(&e.intervals.kind_recall) {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} |",
-                    e.name,
-                    g.name,
-                    g.lesions,
-                    ci(g.recall, i),
-                    f(g.recall_at_1fp),
-                    f(g.dice_median)
-                );
-            }
-        }
+        s.push_str("\n## By lesion kind\n\n");
+        group_table(&mut s, "kind", experiments, |e| {
+            (&e.summary.by_kind, &e.intervals.kind_recall)
+        });
     }
     s.push_str(
         "\n## Per case\n\n| experiment | case | lesions | hit | FP |\n|---|---|---|---|---|\n",
@@ -283,4 +277,34 @@ fn markdown(experiments: &[Experiment], opts: &EvalOptions) -> String {
     }
     s.push_str("\nFigures: `prc.png`/`.svg`, `froc.png`/`.svg`, `recall_by_size.png`/`.svg`. Per lesion: `lesions.csv`; per component: `predictions.csv`.\n");
     s
+}
+
+type Groups<'a> = (
+    &'a Vec<crate::curves::GroupStats>,
+    &'a Vec<crate::bootstrap::Interval>,
+);
+
+/// A table of lesion groups (sizes or kinds) for every experiment.
+fn group_table(
+    s: &mut String,
+    what: &str,
+    experiments: &[Experiment],
+    groups: impl Fn(&Experiment) -> Groups<'_>,
+) {
+    let _ = writeln!(s, "| experiment | {what} | lesions | recall | recall at ≤ 1 FP/case | median Dice |\n|---|---|---|---|---|---|");
+    for e in experiments {
+        let (stats, intervals) = groups(e);
+        for (g, i) in stats.iter().zip(intervals) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                e.name,
+                g.name,
+                g.lesions,
+                ci(g.recall, i),
+                f(g.recall_at_1fp),
+                f(g.dice_median)
+            );
+        }
+    }
 }

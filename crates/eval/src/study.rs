@@ -119,8 +119,13 @@ fn fill(t: &str, case: &str, rater: &str) -> String {
 pub fn read_design(path: &Path) -> Result<Design, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    parse_design(&text, path)
+}
+
+/// Parses and checks a design file's text; `path` names it in messages.
+pub fn parse_design(text: &str, path: &Path) -> Result<Design, Error> {
     let d: Design =
-        toml::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        toml::from_str(text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     if d.raters.len() < 3 {
         return Err(Error::Input(format!(
             "{}: the study needs at least 3 raters, got {}",
@@ -170,9 +175,18 @@ fn load_mask(path: &Path, reference: Option<&Path>) -> Result<Volume<bool>, Erro
     Ok(labels.map(|&l| l > 0))
 }
 
-fn read_times(path: &Path) -> Result<BTreeMap<(String, String, String), f64>, Error> {
+fn read_times(path: &Path) -> Result<Times, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    parse_times(&text, path)
+}
+
+/// Contouring times by (case, rater, mode).
+pub type Times = BTreeMap<(String, String, String), f64>;
+
+/// Parses a times CSV (`case,rater,mode,time`, optional header line);
+/// `path` names it in messages.
+pub fn parse_times(text: &str, path: &Path) -> Result<Times, Error> {
     let mut out = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let cols: Vec<&str> = line.split(',').map(str::trim).collect();

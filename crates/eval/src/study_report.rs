@@ -188,18 +188,8 @@ pub fn write_study(out: &Path, r: &StudyResult) -> Result<(), Error> {
     }
     write_text(&out.join("study_lesions.csv"), &csv)?;
 
-    crate::plots::ensure_font();
-    let png = out.join("quality_vs_time.png");
-    delineate_imaging::atomic::write_atomically(&png, ".png", |path, _| {
-        let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
-        scatter(&root, r)?;
-        root.present().map_err(|e| e.to_string())
-    })?;
-    let svg = out.join("quality_vs_time.svg");
-    delineate_imaging::atomic::write_atomically(&svg, ".svg", |path, _| {
-        let root = SVGBackend::new(path, (800, 600)).into_drawing_area();
-        scatter(&root, r)?;
-        root.present().map_err(|e| e.to_string())
+    crate::plots::both(out, "quality_vs_time", &|root| scatter(root, r), &|root| {
+        scatter(root, r)
     })?;
     Ok(())
 }
@@ -226,11 +216,7 @@ fn scatter<DB: DrawingBackend>(
         .filter(|d| d.is_finite())
         .fold(1.0, f64::min)
         .min(0.5);
-    let mut chart = ChartBuilder::on(root)
-        .caption("Contour quality versus contouring time", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
+    let mut chart = crate::plots::builder(root, "Contour quality versus contouring time")
         .build_cartesian_2d(0f64..tmax, (dmin - 0.02)..1.01f64)
         .map_err(e)?;
     chart
@@ -262,13 +248,5 @@ fn scatter<DB: DrawingBackend>(
         .map_err(e)?
         .label("CNN-initialised (1' vs 3')")
         .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, red.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
-    Ok(())
+    crate::plots::legend(&mut chart, SeriesLabelPosition::LowerRight)
 }

@@ -218,6 +218,14 @@ fn average_precision_and_froc_by_hand() {
     // Interpolated at 0.75 would be between (0.5, 1/3) and (1, 1/3): same.
     assert!((at(&s.sensitivity_interpolated, 0.5) - 1.0 / 3.0).abs() < 1e-12);
     assert!((at(&s.sensitivity_interpolated, 8.0) - 2.0 / 3.0).abs() < 1e-12);
+    // By size: the three 3×3×3 cubes (27 mm³, 3.7 mm) fall in "< 5 mm";
+    // at the 1 FP/case operating point (τ = 0.6) two of three are hit.
+    let sb = summarize(&cases, &[0, 1], &thr, &buckets_from_edges(&[5.0]), &[]);
+    assert_eq!(sb.by_size[0].lesions, 3);
+    let i1 = FP_RATES.iter().position(|&r| r == 1.0).unwrap();
+    assert!((sb.by_size[0].sensitivity_step[i1] - 2.0 / 3.0).abs() < 1e-12);
+    assert!((sb.by_size[0].sensitivity_step[0] - 1.0 / 3.0).abs() < 1e-12);
+    assert!(sb.by_size[1].sensitivity_step[0].is_nan());
     // Lowest threshold with ≤ 1 FP/case is 0.6, where recall is 2/3.
     assert_eq!(s.threshold_at_1fp, Some(0.6f32 as f64));
     assert!((s.recall_at_1fp - 2.0 / 3.0).abs() < 1e-12);

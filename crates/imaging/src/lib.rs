@@ -27,8 +27,8 @@ pub use components::{connected_components, label_components, Component, Componen
 pub use error::Error;
 pub use geometry::Geometry;
 pub use nifti_io::{
-    read_nifti, read_nifti_any, read_nifti_f32, read_nifti_header, write_nifti, write_nifti_any,
-    NiftiInfo, NiftiWriteOptions, TransformSource,
+    read_nifti, read_nifti_any, read_nifti_any_from_memory, read_nifti_f32, read_nifti_header,
+    write_nifti, write_nifti_any, NiftiInfo, NiftiWriteOptions, TransformSource,
 };
 pub use resample::{resample_labels, resample_linear, resample_nearest};
 pub use volume::Volume;

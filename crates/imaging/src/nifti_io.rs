@@ -102,7 +102,22 @@ pub fn read_nifti<T: DataElement + Clone>(path: &Path) -> Result<(Volume<T>, Nif
 /// Reads a 3-D volume in its stored type; scaled files come back as
 /// float32 (float64 for 64-bit stored types) with the scaling applied.
 pub fn read_nifti_any(path: &Path) -> Result<(AnyVolume, NiftiInfo), Error> {
-    let bytes = read_file_bytes(path, false)?;
+    any_from_bytes(read_file_bytes(path, false)?, path)
+}
+
+/// [`read_nifti_any`] on a file held in memory, gzipped or not (a fuzzing
+/// entry point: it covers the direct-copy path for native voxels).
+pub fn read_nifti_any_from_memory(
+    raw: &[u8],
+    path: &Path,
+) -> Result<(AnyVolume, NiftiInfo), Error> {
+    any_from_bytes(
+        read_maybe_gzip(Cursor::new(raw), path, false, raw.len() as u64)?,
+        path,
+    )
+}
+
+fn any_from_bytes(bytes: FileBytes, path: &Path) -> Result<(AnyVolume, NiftiInfo), Error> {
     let (h, geometry, info) = parse_validated(&bytes.data, path, bytes.compressed, true)?;
     let b = &bytes.data;
     let c = bytes.compressed;

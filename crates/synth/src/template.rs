@@ -412,9 +412,14 @@ pub fn kmeans3(values: &[f32]) -> [f32; 3] {
     c
 }
 
+/// Erosion depth (voxels) that separates the brain from the scalp when a
+/// brain mask is derived.
+const SKULL_CUT_VOXELS: usize = 5;
+
 /// A brain mask for a template given without one: Otsu threshold of the
-/// head, opened by 3 voxels to cut the skull away, the largest component,
-/// then closed and hole-filled.
+/// head, eroded by [`SKULL_CUT_VOXELS`] to cut the scalp away, the largest
+/// component grown back inside the foreground, closed and hole-filled.
+/// Checked against Colin27's BET mask (`derived_brain_mask_matches_bet`).
 pub fn derive_brain_mask(t1: &Volume<f32>) -> Volume<bool> {
     let v = t1.as_slice();
     let max = v
@@ -451,7 +456,9 @@ pub fn derive_brain_mask(t1: &Volume<f32>) -> Volume<bool> {
     }
     let thr = (cut as f32 + 0.5) / 255.0 * max;
     let fg = t1.map(|&x| x > thr);
-    let opened = erode(&fg, Connectivity::Six, 3);
+    // Erosion cuts the thin bridges between brain and scalp; the largest
+    // piece left is the brain, grown back inside the foreground.
+    let opened = erode(&fg, Connectivity::Six, SKULL_CUT_VOXELS);
     let cc = delineate_imaging::connected_components(&opened, Connectivity::Six);
     let largest = cc
         .stats
@@ -460,7 +467,16 @@ pub fn derive_brain_mask(t1: &Volume<f32>) -> Volume<bool> {
         .map(|c| c.label)
         .unwrap_or(0);
     let core = cc.labels.map(|&l| l == largest && largest != 0);
-    let closed = dilate(&core, Connectivity::Six, 3);
+    let grown = dilate(&core, Connectivity::Six, SKULL_CUT_VOXELS);
+    let inside: Vec<bool> = grown
+        .as_slice()
+        .iter()
+        .zip(fg.as_slice())
+        .map(|(&a, &b)| a && b)
+        .collect();
+    let inside = Volume::from_vec(fg.geometry().clone(), inside).unwrap_or(grown);
+    // Close over sulci, then fill the ventricles and other holes.
+    let closed = erode(&dilate(&inside, Connectivity::Six, 3), Connectivity::Six, 3);
     // Fill holes: background not connected to the grid border.
     let bg = closed.map(|&b| !b);
     let bcc = delineate_imaging::connected_components(&bg, Connectivity::Six);

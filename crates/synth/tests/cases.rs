@@ -320,3 +320,27 @@ fn cerebellar_seeds_agree_with_the_aal_atlas() {
         "{cerebrum_in_cb:.3} of cerebral seeds in AAL cerebellum"
     );
 }
+
+/// The mask derived from the skull-on Colin27 against the BET mask shipped
+/// with it (another tool's answer).
+#[test]
+fn derived_brain_mask_matches_bet() {
+    if colin().is_none() {
+        return;
+    }
+    let (t1, _) = delineate_imaging::read_nifti_f32(Path::new(COLIN_T1)).unwrap();
+    let (bet, _) =
+        delineate_imaging::read_nifti_f32(Path::new(delineate_synth::template::COLIN_BRAIN))
+            .unwrap();
+    let derived = delineate_synth::template::derive_brain_mask(&t1);
+    let (mut both, mut a, mut b) = (0usize, 0usize, 0usize);
+    for (&d, &m) in derived.as_slice().iter().zip(bet.as_slice()) {
+        let m = m > 0.0;
+        both += usize::from(d && m);
+        a += usize::from(d);
+        b += usize::from(m);
+    }
+    let dice = 2.0 * both as f64 / (a + b) as f64;
+    eprintln!("derived brain mask vs ch2bet: Dice {dice:.3} ({a} vs {b} voxels)");
+    assert!(dice > 0.9, "Dice {dice:.3}");
+}
