@@ -297,6 +297,47 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Validates the header (and, with `need_data`, the voxel payload length)
 /// and computes the geometry.
+/// Walks the header extensions the way the nifti crate reads them (from
+/// byte 352 up to `vox_offset`, each `esize` bytes long) and refuses any
+/// whose size does not fit in the file: the crate would otherwise reserve
+/// the declared size first (fuzzing found a 1.5 GB request from a small
+/// file) or loop on a zero size.
+fn check_extensions(
+    bytes: &[u8],
+    h: &NiftiHeader,
+    vox_offset: usize,
+    path: &Path,
+) -> Result<(), Error> {
+    const FIRST: usize = 352;
+    if bytes.get(348).copied().unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let end = vox_offset.min(bytes.len());
+    let mut at = FIRST;
+    while at < vox_offset {
+        let Some(raw) = bytes.get(at..at + 4) else {
+            return Err(Error::file(
+                path,
+                format!("header extension at byte {at} is cut off"),
+            ));
+        };
+        let raw = [raw[0], raw[1], raw[2], raw[3]];
+        let esize = if h.endianness == nifti::Endianness::Big {
+            i32::from_be_bytes(raw)
+        } else {
+            i32::from_le_bytes(raw)
+        };
+        if esize < 8 || at + esize as usize > end {
+            return Err(Error::file(
+                path,
+                format!("corrupt header extension at byte {at}: size {esize} does not fit before the voxels (byte {vox_offset})"),
+            ));
+        }
+        at += esize as usize;
+    }
+    Ok(())
+}
+
 fn parse_validated(
     bytes: &[u8],
     path: &Path,
@@ -409,6 +450,7 @@ fn parse_validated(
         ));
     }
     let offset = h.vox_offset as usize;
+    check_extensions(bytes, &h, offset, path)?;
     if need_data && (bytes.len() as u64) < offset as u64 + payload {
         return Err(Error::file(
             path,

@@ -1,0 +1,149 @@
+//! Patch sampling for training: uniform, foreground and Tumor Sampling.
+//!
+//! - **Uniform**: a random patient, a random voxel.
+//! - **Foreground** (nnU-Net style): with probability `p` a random lesion
+//!   *voxel* of the dataset, so large lesions are seen far more often.
+//! - **Tumor Sampling** (the paper): with probability `p` a lesion chosen
+//!   uniformly among all lesions of the dataset, then a random voxel of it,
+//!   so a 3 mm metastasis is the centre of as many patches as a 3 cm one;
+//!   patients are drawn in proportion to their lesion counts, which gives
+//!   every lesion the same chance. Otherwise uniform.
+//!
+//! Patch corners are clamped so the patch lies inside the image when it
+//! fits; centres are returned too, for statistics.
+
+use delineate_imaging::{components::label_components, Connectivity, Volume};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Sampling {
+    Uniform,
+    Foreground { p: f64 },
+    Tumor { p: f64 },
+}
+
+/// The lesions of one training case.
+#[derive(Clone, Debug)]
+pub struct CaseLesions {
+    pub size: [usize; 3],
+    /// Linear voxel indices of each lesion (26-connected components).
+    pub lesions: Vec<Vec<usize>>,
+}
+
+impl CaseLesions {
+    pub fn from_truth(truth: &Volume<u8>) -> Self {
+        let cc = label_components(truth, Connectivity::TwentySix, |&v| v > 0, true);
+        let mut lesions = vec![Vec::new(); cc.stats.len()];
+        for (i, &l) in cc.labels.as_slice().iter().enumerate() {
+            if l > 0 {
+                lesions[l as usize - 1].push(i);
+            }
+        }
+        Self {
+            size: truth.geometry().size,
+            lesions,
+        }
+    }
+}
+
+/// One drawn patch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draw {
+    pub case: usize,
+    pub centre: [usize; 3],
+    /// Corner of the patch (clamped into the image where it fits).
+    pub corner: [usize; 3],
+    /// The lesion aimed at (case, lesion), when the draw targeted one.
+    pub lesion: Option<(usize, usize)>,
+}
+
+pub struct PatchSampler {
+    cases: Vec<CaseLesions>,
+    sampling: Sampling,
+    patch: [usize; 3],
+    /// Every lesion of the dataset as (case, lesion).
+    all_lesions: Vec<(usize, usize)>,
+    /// Cumulative lesion-voxel counts over `all_lesions`, for voxel-uniform draws.
+    cumulative_voxels: Vec<usize>,
+}
+
+impl PatchSampler {
+    pub fn new(cases: Vec<CaseLesions>, sampling: Sampling, patch: [usize; 3]) -> Self {
+        let mut all_lesions = Vec::new();
+        let mut cumulative_voxels = Vec::new();
+        let mut total = 0;
+        for (c, case) in cases.iter().enumerate() {
+            for (l, vox) in case.lesions.iter().enumerate() {
+                all_lesions.push((c, l));
+                total += vox.len();
+                cumulative_voxels.push(total);
+            }
+        }
+        Self {
+            cases,
+            sampling,
+            patch,
+            all_lesions,
+            cumulative_voxels,
+        }
+    }
+
+    pub fn lesion_count(&self) -> usize {
+        self.all_lesions.len()
+    }
+
+    /// Draws one patch; `None` only when there are no cases.
+    pub fn draw(&self, rng: &mut ChaCha8Rng) -> Option<Draw> {
+        if self.cases.is_empty() {
+            return None;
+        }
+        let targeted = match self.sampling {
+            Sampling::Uniform => None,
+            Sampling::Tumor { p }
+                if !self.all_lesions.is_empty() && rng.random_bool(p.clamp(0.0, 1.0)) =>
+            {
+                Some(self.all_lesions[rng.random_range(0..self.all_lesions.len())])
+            }
+            Sampling::Foreground { p }
+                if !self.all_lesions.is_empty() && rng.random_bool(p.clamp(0.0, 1.0)) =>
+            {
+                let total = *self.cumulative_voxels.last().unwrap_or(&0);
+                let v = rng.random_range(0..total.max(1));
+                let i = self.cumulative_voxels.partition_point(|&c| c <= v);
+                Some(self.all_lesions[i.min(self.all_lesions.len() - 1)])
+            }
+            _ => None,
+        };
+        let (case, centre_lin) = match targeted {
+            Some((c, l)) => {
+                let vox = &self.cases[c].lesions[l];
+                (c, vox[rng.random_range(0..vox.len())])
+            }
+            None => {
+                let c = rng.random_range(0..self.cases.len());
+                let n: usize = self.cases[c].size.iter().product();
+                (c, rng.random_range(0..n.max(1)))
+            }
+        };
+        let s = self.cases[case].size;
+        let centre = [
+            centre_lin % s[0],
+            (centre_lin / s[0]) % s[1],
+            centre_lin / (s[0] * s[1]),
+        ];
+        let corner = [0, 1, 2].map(|a| {
+            let half = self.patch[a] / 2;
+            let hi = s[a].saturating_sub(self.patch[a]);
+            centre[a].saturating_sub(half).min(hi)
+        });
+        Some(Draw {
+            case,
+            centre,
+            corner,
+            lesion: targeted,
+        })
+    }
+}

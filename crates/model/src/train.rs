@@ -1,0 +1,82 @@
+//! One training step, shared by `delineate train` and the tests.
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{backend::AutodiffBackend, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::losses::{bce, dice, weighted_bce, weighted_dice};
+use crate::unet::UNet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    Bce,
+    IwBce,
+    Dice,
+    IwDice,
+}
+
+impl LossKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bce" => Some(Self::Bce),
+            "iwbce" => Some(Self::IwBce),
+            "dice" => Some(Self::Dice),
+            "iwdice" => Some(Self::IwDice),
+            _ => None,
+        }
+    }
+
+    /// Whether the loss needs inverse lesion weights.
+    pub fn weighted(self) -> bool {
+        matches!(self, Self::IwBce | Self::IwDice)
+    }
+}
+
+/// Patches `[batch, 1, x, y, z]`: image, binary target and voxel weights
+/// (ones for unweighted losses).
+pub struct Batch<B: burn::tensor::backend::Backend> {
+    pub image: Tensor<B, 5>,
+    pub target: Tensor<B, 5>,
+    pub weights: Tensor<B, 5>,
+}
+
+pub fn loss<B: burn::tensor::backend::Backend>(
+    kind: LossKind,
+    logits: Tensor<B, 5>,
+    b: &Batch<B>,
+) -> Tensor<B, 1> {
+    match kind {
+        LossKind::Bce => bce(logits, b.target.clone()),
+        LossKind::IwBce => weighted_bce(logits, b.target.clone(), b.weights.clone()),
+        LossKind::Dice => dice(logits, b.target.clone()),
+        LossKind::IwDice => weighted_dice(logits, b.target.clone(), b.weights.clone()),
+    }
+}
+
+/// Forward, loss, backward and one optimiser step; returns the updated
+/// network and the loss value.
+pub fn step<B, O>(
+    net: UNet<B>,
+    opt: &mut O,
+    kind: LossKind,
+    batch: &Batch<B>,
+    lr: f64,
+) -> (UNet<B>, f32)
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+    UNet<B>: AutodiffModule<B>,
+{
+    let logits = net.forward(batch.image.clone());
+    let l = loss(kind, logits, batch);
+    let value = l
+        .clone()
+        .into_data()
+        .to_vec::<f32>()
+        .map(|v| v[0])
+        .unwrap_or(f32::NAN);
+    let grads = GradientsParams::from_grads(l.backward(), &net);
+    (opt.step(lr, net, grads), value)
+}

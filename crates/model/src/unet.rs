@@ -1,0 +1,164 @@
+//! The paper's final network: a residual 3D U-Net with pre-activation
+//! blocks (norm → ReLU → conv, twice, plus the input), strided 2×2×2
+//! convolutions down, transposed 2×2×2 convolutions up, and **additive**
+//! skips (the decoder adds the encoder's features instead of
+//! concatenating them), as in the authors' public variant.
+//!
+//! Normalisation is group norm (8 groups, fewer for narrow layers): it does
+//! not depend on the batch, so batches of 1–4 patches train as well as large
+//! ones (batch norm's statistics are noisy there); instance norm is group
+//! norm with one channel per group.
+//!
+//! Valid input sizes: every spatial size divisible by 2^(levels − 1).
+//! Receptive field ([`UNetConfig::receptive_field`]): each level adds two
+//! 3×3×3 convolutions at its resolution on the way down and two on the way
+//! up; with the default widths 16–32–64–128 (4 levels) an output voxel sees
+//! 98 voxels along each axis (98 mm at 1 mm spacing), enough for a 3 cm
+//! lesion and its surroundings.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+use burn::tensor::{activation::relu, backend::Backend, Tensor};
+
+/// Groups of the group norm (capped by the channel count).
+pub const NORM_GROUPS: usize = 8;
+
+#[derive(Config, Debug, PartialEq)]
+pub struct UNetConfig {
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Channels per level, top to bottom (the authors' default starts at 16).
+    #[config(default = "vec![16, 32, 64, 128]")]
+    pub widths: Vec<usize>,
+}
+
+fn groups(channels: usize) -> usize {
+    let mut g = NORM_GROUPS.min(channels).max(1);
+    while channels % g != 0 {
+        g -= 1;
+    }
+    g
+}
+
+fn conv3(c_in: usize, c_out: usize) -> Conv3dConfig {
+    Conv3dConfig::new([c_in, c_out], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+}
+
+/// Pre-activation residual block.
+#[derive(Module, Debug)]
+pub struct ResBlock<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv3d<B>,
+    norm2: GroupNorm<B>,
+    conv2: Conv3d<B>,
+}
+
+impl<B: Backend> ResBlock<B> {
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            norm1: GroupNormConfig::new(groups(channels), channels).init(device),
+            conv1: conv3(channels, channels).init(device),
+            norm2: GroupNormConfig::new(groups(channels), channels).init(device),
+            conv2: conv3(channels, channels).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let h = self.conv1.forward(relu(self.norm1.forward(x.clone())));
+        let h = self.conv2.forward(relu(self.norm2.forward(h)));
+        x + h
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct UNet<B: Backend> {
+    stem: Conv3d<B>,
+    encoders: Vec<ResBlock<B>>,
+    downs: Vec<Conv3d<B>>,
+    ups: Vec<ConvTranspose3d<B>>,
+    decoders: Vec<ResBlock<B>>,
+    head_norm: GroupNorm<B>,
+    head: Conv3d<B>,
+}
+
+impl UNetConfig {
+    pub fn levels(&self) -> usize {
+        self.widths.len()
+    }
+
+    /// Spatial sizes must be multiples of this.
+    pub fn size_multiple(&self) -> usize {
+        1 << (self.levels().saturating_sub(1))
+    }
+
+    /// Receptive field in voxels along each axis: the stem and every 3×3×3
+    /// convolution add 2 voxels at their level's scale; downsampling by 2
+    /// adds 1 voxel at the finer scale and doubles later contributions.
+    pub fn receptive_field(&self) -> usize {
+        let mut rf = 3usize; // stem
+        let mut jump = 1usize;
+        let n = self.levels();
+        for level in 0..n {
+            rf += 2 * 2 * jump; // encoder block: two 3×3×3
+            if level + 1 < n {
+                rf += jump; // 2×2×2 stride-2 convolution
+                jump *= 2;
+            }
+        }
+        for _ in 1..n {
+            jump /= 2;
+            rf += 2 * 2 * jump; // decoder block
+        }
+        rf
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
+        let w = &self.widths;
+        let n = w.len().max(1);
+        let top = w.first().copied().unwrap_or(16);
+        UNet {
+            stem: conv3(self.in_channels, top).init(device),
+            encoders: (0..n).map(|i| ResBlock::new(w[i], device)).collect(),
+            downs: (0..n - 1)
+                .map(|i| {
+                    Conv3dConfig::new([w[i], w[i + 1]], [2, 2, 2])
+                        .with_stride([2, 2, 2])
+                        .init(device)
+                })
+                .collect(),
+            ups: (0..n - 1)
+                .map(|i| {
+                    ConvTranspose3dConfig::new([w[i + 1], w[i]], [2, 2, 2])
+                        .with_stride([2, 2, 2])
+                        .init(device)
+                })
+                .collect(),
+            decoders: (0..n - 1).map(|i| ResBlock::new(w[i], device)).collect(),
+            head_norm: GroupNormConfig::new(groups(top), top).init(device),
+            head: Conv3dConfig::new([top, 1], [1, 1, 1]).init(device),
+        }
+    }
+}
+
+impl<B: Backend> UNet<B> {
+    /// `[batch, channels, x, y, z]` → logits `[batch, 1, x, y, z]`.
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let mut h = self.stem.forward(x);
+        let mut skips = Vec::with_capacity(self.encoders.len());
+        for (i, enc) in self.encoders.iter().enumerate() {
+            h = enc.forward(h);
+            if i < self.downs.len() {
+                skips.push(h.clone());
+                h = self.downs[i].forward(h);
+            }
+        }
+        for i in (0..self.ups.len()).rev() {
+            let skip = skips.pop().unwrap_or_else(|| h.clone());
+            h = self.ups[i].forward(h) + skip;
+            h = self.decoders[i].forward(h);
+        }
+        self.head.forward(relu(self.head_norm.forward(h)))
+    }
+}
