@@ -42,6 +42,7 @@ enum Command {
     Synth(commands::synth::SynthArgs),
     Evaluate(commands::evaluate::EvaluateArgs),
     Study(commands::study::StudyArgs),
+    Train(commands::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => commands::synth::run(&a),
         Command::Evaluate(a) => commands::evaluate::run(&a),
         Command::Study(a) => commands::study::run(&a),
+        Command::Train(a) => commands::train::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,32 @@
 //! generic over burn backends (`Flex` on CPU, `Cuda` on GPU). The only crate
 //! that depends on burn.
 
+pub mod data;
+pub mod infer;
 pub mod losses;
+pub mod modelfile;
 pub mod sampling;
 pub mod train;
+pub mod trainer;
 pub mod unet;
+
+/// The backends: `Flex` on CPU; `Cuda` with the `cuda` feature.
+pub mod backend {
+    pub type Cpu = burn::backend::Flex;
+    pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+    #[cfg(feature = "cuda")]
+    pub type Gpu = burn::backend::Cuda;
+    #[cfg(feature = "cuda")]
+    pub type GpuTrain = burn::backend::Autodiff<Gpu>;
+}
+
+/// Errors name the file or option at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Imaging(#[from] delineate_imaging::Error),
+    #[error(transparent)]
+    Dicom(#[from] delineate_dicom::Error),
+    #[error("{0}")]
+    Input(String),
+}

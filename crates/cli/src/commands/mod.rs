@@ -7,3 +7,4 @@ pub mod info;
 pub mod rtstruct;
 pub mod study;
 pub mod synth;
+pub mod train;

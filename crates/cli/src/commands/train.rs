@@ -1,0 +1,257 @@
+//! `delineate train`: train the segmentation network on a folder of cases.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use delineate_eval::{curves, matching};
+use delineate_model::backend::{Cpu, CpuTrain};
+use delineate_model::data::{case_folders, load_case, Augment, Case, Preprocessing};
+use delineate_model::infer::predict_tiled;
+use delineate_model::sampling::Sampling;
+use delineate_model::train::LossKind;
+use delineate_model::trainer::{train, TrainOptions, Validate};
+use delineate_model::unet::UNet;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// Train the 3D U-Net on cases (NIfTI image + truth, or DICOM + RTSTRUCT).
+///
+/// DATA holds one folder per case: image.nii.gz + truth.nii.gz (+
+/// brain.nii.gz), as `delineate synth` writes, or dicom/ + rtstruct.dcm.
+/// Cases are resampled to --spacing and z-scored inside the brain. Patches
+/// are drawn by Tumor Sampling (a lesion chosen uniformly, so small lesions
+/// count) or uniformly, and the loss is iwBCE (lesion voxels weighted
+/// inversely to their lesion's volume) or BCE/Dice/iwDice.
+///
+/// One fold of a patient-wise K-fold split (--folds, --fold) is held out for
+/// validation; at the end of each epoch the lesion-wise recall at
+/// --val-precision is measured on it and the best model is kept. OUT gets
+/// options.json, metrics.jsonl (one line per iteration), checkpoint.bin
+/// (--resume continues exactly), best.dlm and model.dlm: self-describing
+/// model files (architecture, preprocessing, weights).
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "unet3d", value_parser = ["unet3d"])]
+    pub arch: String,
+    /// Channels per U-Net level.
+    #[arg(long, default_value = "16,32,64,128", value_delimiter = ',')]
+    pub widths: Vec<usize>,
+    #[arg(long, default_value = "iwbce", value_parser = ["bce", "iwbce", "dice", "iwdice"])]
+    pub loss: String,
+    #[arg(long, default_value = "tumor", value_parser = ["tumor", "uniform", "fg"])]
+    pub sampling: String,
+    /// Probability that a patch is centred on a lesion (tumor and fg sampling).
+    #[arg(long, default_value_t = 0.5)]
+    pub lesion_p: f64,
+    /// Patch size in voxels (x,y,z), multiples of 2^(levels-1).
+    #[arg(long, default_value = "64,64,64", value_delimiter = ',')]
+    pub patch: Vec<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Iterations per epoch (the paper: 200).
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
+    pub optimizer: String,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Epoch from which the learning rate is multiplied by --lr-drop-factor.
+    #[arg(long)]
+    pub lr_drop_epoch: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_drop_factor: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Patient-wise folds (0: no validation, train on everything).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// The fold held out for validation (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub fold: usize,
+    /// Validation score: lesion-wise recall at this precision.
+    #[arg(long, default_value_t = 0.8)]
+    pub val_precision: f64,
+    /// Target voxel spacing (mm).
+    #[arg(long, default_value = "1,1,1", value_delimiter = ',')]
+    pub spacing: Vec<f64>,
+    #[arg(long)]
+    pub no_augment: bool,
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+}
+
+fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
+    match v {
+        [a] => Ok([*a; 3]),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => bail!("--{what}: give one value or three (x,y,z)"),
+    }
+}
+
+/// Lesion-wise recall at the given precision over the validation cases.
+fn validation_score(net: &UNet<Cpu>, cases: &[Case], tile: [usize; 3], precision: f64) -> f64 {
+    let device = Default::default();
+    let results: Vec<matching::CaseResult> = cases
+        .iter()
+        .map(|c| {
+            let prob = predict_tiled(net, &c.image, tile, &device);
+            let truth = c.truth.map(|&v| u32::from(v));
+            matching::match_case(
+                &c.name,
+                &truth,
+                &matching::Prediction::Probability(prob),
+                &Default::default(),
+                &Default::default(),
+            )
+        })
+        .collect();
+    let idx: Vec<usize> = (0..results.len()).collect();
+    let s = curves::summarize(&results, &idx, &curves::sigmoid_grid(), &[], &[]);
+    s.points
+        .iter()
+        .filter(|p| p.precision.is_some_and(|v| v >= precision))
+        .map(|p| p.recall)
+        .filter(|r| r.is_finite())
+        .fold(0.0, f64::max)
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.device == "cuda" {
+        bail!("--device cuda: this build has no CUDA backend (build with --features cuda); see docs/training.md");
+    }
+    let patch = three(&a.patch, "patch")?;
+    let spacing = three(&a.spacing, "spacing")?;
+    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("--spacing must be positive");
+    }
+    if a.folds == 1 || (a.folds > 0 && a.fold >= a.folds) {
+        bail!("--fold must lie in 0..--folds, and --folds is 0 (no validation) or at least 2");
+    }
+    let loss = LossKind::parse(&a.loss).context("--loss")?;
+    let sampling = match a.sampling.as_str() {
+        "tumor" => Sampling::Tumor { p: a.lesion_p },
+        "fg" => Sampling::Foreground { p: a.lesion_p },
+        _ => Sampling::Uniform,
+    };
+    let pre = Preprocessing {
+        spacing,
+        ..Default::default()
+    };
+    let folders = case_folders(&a.data)?;
+    // Patient-wise split: shuffle names with the seed, fold k of K held out.
+    let mut order: Vec<usize> = (0..folders.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
+    let is_val = |i: usize| {
+        a.folds > 0
+            && order
+                .iter()
+                .position(|&o| o == i)
+                .is_some_and(|p| p % a.folds == a.fold)
+    };
+    let pb = crate::progress::bar("loading", "cases");
+    pb.set_length(folders.len() as u64);
+    let mut train_cases = Vec::new();
+    let mut val_cases = Vec::new();
+    for (i, (name, dir)) in folders.iter().enumerate() {
+        let c = load_case(name, dir, &pre).with_context(|| format!("case {name}"))?;
+        if is_val(i) {
+            val_cases.push(c);
+        } else {
+            train_cases.push(c);
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if train_cases.is_empty() {
+        bail!(
+            "{}: no training cases left after holding out fold {}",
+            a.data.display(),
+            a.fold
+        );
+    }
+    let opts = TrainOptions {
+        arch: a.arch.clone(),
+        widths: a.widths.clone(),
+        loss,
+        sampling,
+        patch,
+        batch: a.batch,
+        epochs: a.epochs,
+        iterations_per_epoch: a.iterations,
+        optimizer: a.optimizer.clone(),
+        lr: a.lr,
+        lr_drop_epoch: a.lr_drop_epoch,
+        lr_drop_factor: a.lr_drop_factor,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        augment: if a.no_augment {
+            Augment {
+                flips: false,
+                intensity: false,
+                noise: false,
+            }
+        } else {
+            Augment::default()
+        },
+        preprocessing: pre,
+    };
+    println!(
+        "{} training cases ({} lesions), {} validation cases",
+        train_cases.len(),
+        train_cases
+            .iter()
+            .map(|c| c.lesions.lesions.len())
+            .sum::<usize>(),
+        val_cases.len()
+    );
+    let bar = crate::progress::bar("training", "iterations");
+    bar.set_length((a.epochs * a.iterations) as u64);
+    let val = |net: &UNet<Cpu>| validation_score(net, &val_cases, patch, a.val_precision);
+    let validate: Option<Validate<CpuTrain>> = if val_cases.is_empty() {
+        None
+    } else {
+        Some(&val)
+    };
+    let summary = train::<CpuTrain>(
+        &Default::default(),
+        Arc::new(train_cases),
+        &opts,
+        &a.out,
+        a.resume,
+        validate,
+        &|p| {
+            bar.set_position(p.iteration as u64);
+            bar.set_message(format!("loss {:.4}", p.loss));
+            if let Some(s) = p.score {
+                bar.println(format!(
+                    "epoch {}: validation recall at precision {:.2}: {s:.3}",
+                    p.epoch + 1,
+                    a.val_precision
+                ));
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
+        summary.iterations,
+        summary.seconds,
+        summary.iterations_per_second,
+        summary.mean_wait_ms,
+        summary.final_loss,
+        summary.best_score.map(|s| format!("; best validation recall {s:.3}")).unwrap_or_default(),
+        summary.model.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `delineate train` end to end on a tiny dataset written by nibabel:
+//! run folder contents, the model file's description, resume, and errors.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn tiny(dir: &Path) {
+    py(&format!(
+        r#"
+root = {root:?}
+rng = np.random.default_rng(0)
+for c in range(3):
+    d = os.path.join(root, f"case_{{c}}")
+    os.makedirs(d)
+    img = 100 + 10 * rng.standard_normal((24, 24, 24))
+    tgt = np.zeros((24, 24, 24), np.uint8)
+    tgt[4 + c:10 + c, 5:11, 6:12] = 1
+    tgt[16:18, 16:18, 16:18] = 1
+    img[tgt > 0] += 80
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(img.astype(np.float32), aff), os.path.join(d, "image.nii.gz"))
+    nib.save(nib.Nifti1Image(tgt, aff), os.path.join(d, "truth.nii.gz"))
+print("null")
+"#,
+        root = s(dir)
+    ));
+}
+
+#[test]
+fn trains_writes_a_self_describing_model_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny(&data);
+    let run = tmp.path().join("run");
+    let base = [
+        "train",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&run),
+        "--widths",
+        "4,8",
+        "--patch",
+        "16",
+        "--batch",
+        "2",
+        "--iterations",
+        "2",
+        "--folds",
+        "3",
+        "--checkpoint-every",
+        "2",
+    ];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--epochs", "1"]);
+    let out = ok(&args);
+    assert!(
+        out.contains("2 training cases") && out.contains("1 validation cases"),
+        "{out}"
+    );
+    for f in [
+        "options.json",
+        "metrics.jsonl",
+        "checkpoint.bin",
+        "model.dlm",
+        "best.dlm",
+    ] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    // The model file: magic, JSON description, weights.
+    let bytes = std::fs::read(run.join("model.dlm")).unwrap();
+    assert_eq!(&bytes[..16], b"DELINEATE-MODEL\n");
+    let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    let info: serde_json::Value = serde_json::from_slice(&bytes[24..24 + len]).unwrap();
+    assert_eq!(info["arch"], "unet3d");
+    assert_eq!(info["unet"]["widths"], serde_json::json!([4, 8]));
+    assert_eq!(
+        info["preprocessing"]["spacing"],
+        serde_json::json!([1.0, 1.0, 1.0])
+    );
+    assert_eq!(info["training"]["loss"], "iwbce");
+    assert!(bytes.len() > 24 + len + 1000);
+    // Same folder again: refused without --resume; with it, training goes on.
+    let e = fails(&args);
+    assert!(e.contains("--resume"), "{e}");
+    let mut more: Vec<&str> = base.to_vec();
+    more.extend(["--epochs", "2", "--resume"]);
+    ok(&more);
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 4);
+}
+
+#[test]
+fn bad_training_requests_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny(&data);
+    let run = s(&tmp.path().join("run"));
+    let d = s(&data);
+    let e = fails(&[
+        "train",
+        "--data",
+        &d,
+        "--out",
+        &run,
+        "--widths",
+        "4,8,16",
+        "--patch",
+        "18",
+        "--epochs",
+        "1",
+        "--iterations",
+        "1",
+    ]);
+    assert!(e.contains("multiple of 4"), "{e}");
+    let e = fails(&["train", "--data", &d, "--out", &run, "--device", "cuda"]);
+    assert!(e.contains("CUDA"), "{e}");
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&tmp.path().join("none")),
+        "--out",
+        &run,
+    ]);
+    assert!(e.contains("none"), "{e}");
+    let e = fails(&[
+        "train", "--data", &d, "--out", &run, "--folds", "3", "--fold", "3",
+    ]);
+    assert!(e.contains("--fold"), "{e}");
+}
+
+/// Training data straight from a planning system: DICOM series + RTSTRUCT.
+#[test]
+fn trains_on_dicom_with_rtstruct() {
+    colin27();
+    let tmp = tempfile::tempdir().unwrap();
+    let syn = tmp.path().join("syn");
+    ok(&[
+        "synth",
+        "--cases",
+        "1",
+        "--seed",
+        "2",
+        "--out",
+        &s(&syn),
+        "--kinds",
+        "met",
+        "--met-count",
+        "2-2",
+        "--met-diameter",
+        "8-12",
+        "--grid",
+        "1mm",
+        "--sagittal-fraction",
+        "0",
+        "--dicom",
+    ]);
+    let data = tmp.path().join("data").join("patient1");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::rename(syn.join("case_000/dicom"), data.join("dicom")).unwrap();
+    std::fs::rename(syn.join("case_000/rtstruct.dcm"), data.join("rtstruct.dcm")).unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(&[
+        "train",
+        "--data",
+        &s(&tmp.path().join("data")),
+        "--out",
+        &s(&run),
+        "--widths",
+        "4,8",
+        "--patch",
+        "16",
+        "--batch",
+        "1",
+        "--epochs",
+        "1",
+        "--iterations",
+        "1",
+        "--folds",
+        "0",
+    ]);
+    assert!(out.contains("1 training cases (2 lesions)"), "{out}");
+    assert!(run.join("model.dlm").is_file());
+}

@@ -1,0 +1,245 @@
+//! Training data: a folder of cases, resampled and normalised once, then
+//! cut into augmented patches.
+//!
+//! A case is a folder `CASE/` with `image.nii.gz` and `truth.nii.gz` (as
+//! `delineate synth` writes; `brain.nii.gz` is used for normalisation when
+//! present), or `CASE/dicom/` with `CASE/rtstruct.dcm` (all ROIs are
+//! lesions).
+//!
+//! **Preprocessing** (recorded in the model file): trilinear resampling of
+//! the image to the target spacing (default 1 mm isotropic) on the same
+//! field of view and directions, lesion-preserving resampling of the truth
+//! (no lesion vanishes), then a z-score of the image over the brain mask
+//! (or, without one, over voxels above 10 % of the 99th percentile, which is
+//! the head), clipped to ±5.
+//!
+//! **Augmentation** per patch: a flip along each axis with probability ½,
+//! intensity scale U(0.9, 1.1) and shift U(−0.1, 0.1) (in z-score units),
+//! and Gaussian noise with σ U(0, 0.05).
+//!
+//! Memory layout: volumes are x-fastest; a patch of size [px, py, pz] is
+//! handed to burn as a tensor [1, pz, py, px] (the network is symmetric in
+//! its axes, and inference uses the same convention).
+
+use std::path::{Path, PathBuf};
+
+use delineate_dicom::{read_rtstruct, read_series, ReadOptions};
+use delineate_imaging::{read_nifti_f32, resample_labels, resample_linear, Volume};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::sampling::CaseLesions;
+use crate::Error;
+
+/// Normalised intensities are clipped to this many standard deviations.
+pub const ZSCORE_CLIP: f32 = 5.0;
+
+/// How images are prepared for the network (stored in the model file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    /// Target voxel spacing (mm).
+    pub spacing: [f64; 3],
+    /// "zscore-brain": z-score over the brain (or head) mask, clipped.
+    pub normalisation: String,
+    pub clip: f32,
+}
+
+impl Default for Preprocessing {
+    fn default() -> Self {
+        Self {
+            spacing: [1.0; 3],
+            normalisation: "zscore-brain".into(),
+            clip: ZSCORE_CLIP,
+        }
+    }
+}
+
+/// One preprocessed training case.
+pub struct Case {
+    pub name: String,
+    pub image: Volume<f32>,
+    pub truth: Volume<u8>,
+    pub lesions: CaseLesions,
+}
+
+/// Case folders of a dataset, sorted by name.
+pub fn case_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| Error::Input(format!("{}: cannot read: {e}", dir.display())))?;
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || !p.is_dir() {
+            continue;
+        }
+        let nifti = p.join("image.nii.gz").is_file() && p.join("truth.nii.gz").is_file();
+        let dicom = p.join("dicom").is_dir() && p.join("rtstruct.dcm").is_file();
+        if nifti || dicom {
+            out.push((name, p));
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no cases (CASE/image.nii.gz + truth.nii.gz, or CASE/dicom/ + rtstruct.dcm)",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Reads, resamples and normalises one case.
+pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Error> {
+    let (image, truth, brain) = if dir.join("image.nii.gz").is_file() {
+        let (img, _) = read_nifti_f32(&dir.join("image.nii.gz"))?;
+        let (t, _) = read_nifti_f32(&dir.join("truth.nii.gz"))?;
+        if !t.geometry().same_grid(img.geometry(), 1e-3) {
+            return Err(Error::Input(format!(
+                "{}: truth.nii.gz is not on the image grid",
+                dir.display()
+            )));
+        }
+        let brain = if dir.join("brain.nii.gz").is_file() {
+            let (b, _) = read_nifti_f32(&dir.join("brain.nii.gz"))?;
+            b.geometry().same_grid(img.geometry(), 1e-3).then_some(b)
+        } else {
+            None
+        };
+        (img, t.map(|&v| v.max(0.0) as u32), brain)
+    } else {
+        let series = read_series(&dir.join("dicom"), &ReadOptions::default(), None)?;
+        let g = series.volume.geometry().clone();
+        let rt = read_rtstruct(
+            &dir.join("rtstruct.dcm"),
+            &g,
+            &series.meta.frame_of_reference_uid,
+        )?;
+        let labels = rt.label_map(&g);
+        (series.volume, labels, None)
+    };
+    let target = image.geometry().with_spacing(pre.spacing)?;
+    let image = resample_linear(&image, &target, 0.0)?;
+    let truth = resample_labels(&truth, &target)?.map(|&v| u8::from(v > 0));
+    let brain = match brain {
+        Some(b) => Some(resample_linear(&b, &target, 0.0)?.map(|&v| v >= 0.5)),
+        None => None,
+    };
+    let image = normalise(&image, brain.as_ref(), pre.clip);
+    let lesions = CaseLesions::from_truth(&truth);
+    Ok(Case {
+        name: name.to_string(),
+        image,
+        truth,
+        lesions,
+    })
+}
+
+/// Z-score over `mask` (or the head: voxels above 10 % of the 99th
+/// percentile), clipped to ±`clip`.
+pub fn normalise(image: &Volume<f32>, mask: Option<&Volume<bool>>, clip: f32) -> Volume<f32> {
+    let v = image.as_slice();
+    let inside: Vec<f32> = match mask {
+        Some(m) => v
+            .iter()
+            .zip(m.as_slice())
+            .filter(|(_, &b)| b)
+            .map(|(&x, _)| x)
+            .collect(),
+        None => {
+            let mut s: Vec<f32> = v.iter().step_by(7).cloned().collect();
+            s.sort_by(f32::total_cmp);
+            let p99 = s
+                .get((s.len().saturating_sub(1) * 99) / 100)
+                .copied()
+                .unwrap_or(0.0);
+            v.iter().cloned().filter(|&x| x > 0.1 * p99).collect()
+        }
+    };
+    let n = inside.len().max(1) as f64;
+    let mean = inside.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = inside
+        .iter()
+        .map(|&x| (x as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let sd = var.sqrt().max(1e-6);
+    image.map(|&x| (((x as f64 - mean) / sd) as f32).clamp(-clip, clip))
+}
+
+/// Augmentation switches.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    pub flips: bool,
+    pub intensity: bool,
+    pub noise: bool,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            flips: true,
+            intensity: true,
+            noise: true,
+        }
+    }
+}
+
+/// Cuts a patch (x-fastest) at `corner`; outside the image it is padded
+/// with the image minimum (background) and 0 (no lesion).
+pub fn patch(
+    case: &Case,
+    corner: [usize; 3],
+    size: [usize; 3],
+    aug: &Augment,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f32>, Vec<u8>) {
+    let s = case.image.geometry().size;
+    let n: usize = size.iter().product();
+    let min = case
+        .image
+        .as_slice()
+        .iter()
+        .cloned()
+        .fold(f32::INFINITY, f32::min);
+    let fill = if min.is_finite() { min } else { 0.0 };
+    let mut img = vec![fill; n];
+    let mut tgt = vec![0u8; n];
+    let flip = [0; 3].map(|_| aug.flips && rng.random_bool(0.5));
+    for k in 0..size[2] {
+        for j in 0..size[1] {
+            for i in 0..size[0] {
+                let src = [corner[0] + i, corner[1] + j, corner[2] + k];
+                if src.iter().zip(s).any(|(&c, n)| c >= n) {
+                    continue;
+                }
+                let d = [
+                    if flip[0] { size[0] - 1 - i } else { i },
+                    if flip[1] { size[1] - 1 - j } else { j },
+                    if flip[2] { size[2] - 1 - k } else { k },
+                ];
+                let dst = d[0] + size[0] * (d[1] + size[1] * d[2]);
+                let lin = src[0] + s[0] * (src[1] + s[1] * src[2]);
+                img[dst] = case.image.as_slice()[lin];
+                tgt[dst] = case.truth.as_slice()[lin];
+            }
+        }
+    }
+    if aug.intensity {
+        let scale: f32 = rng.random_range(0.9..1.1);
+        let shift: f32 = rng.random_range(-0.1..0.1);
+        for v in &mut img {
+            *v = *v * scale + shift;
+        }
+    }
+    if aug.noise {
+        let sigma: f32 = rng.random_range(0.0..0.05);
+        for v in &mut img {
+            // Sum of 4 uniforms: mean 0, variance 1/3; scaled to σ.
+            let u: f32 = (0..4).map(|_| rng.random::<f32>() - 0.5).sum();
+            *v += sigma * u * 3f32.sqrt();
+        }
+    }
+    (img, tgt)
+}

@@ -1,0 +1,101 @@
+//! The model file: one self-describing file that inference needs nothing
+//! besides.
+//!
+//! Layout: the 16-byte magic `DELINEATE-MODEL\n`, a little-endian u64 length,
+//! that many bytes of JSON ([`ModelInfo`]: format version, delineate
+//! version, architecture and its configuration, preprocessing, patch size,
+//! training summary), then the weights as burn's binary record (full
+//! precision).
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Preprocessing;
+use crate::unet::{UNet, UNetConfig};
+use crate::Error;
+
+pub const MAGIC: &[u8; 16] = b"DELINEATE-MODEL\n";
+pub const FORMAT_VERSION: u32 = 1;
+/// Header JSON larger than this is refused (a corrupt length).
+const MAX_HEADER: u64 = 16 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub format_version: u32,
+    pub delineate_version: String,
+    pub arch: String,
+    pub unet: UNetConfig,
+    pub preprocessing: Preprocessing,
+    /// Patch size the network was trained on (x, y, z voxels).
+    pub patch: [usize; 3],
+    /// Free-form training summary (loss, sampling, iterations, data, ...).
+    pub training: serde_json::Value,
+}
+
+/// Serialises the network and its description.
+pub fn to_bytes<B: Backend>(net: &UNet<B>, info: &ModelInfo) -> Result<Vec<u8>, Error> {
+    let json =
+        serde_json::to_vec(info).map_err(|e| Error::Input(format!("model description: {e}")))?;
+    let weights = BinBytesRecorder::<FullPrecisionSettings>::default()
+        .record(net.clone().into_record(), ())
+        .map_err(|e| Error::Input(format!("cannot serialise the weights: {e}")))?;
+    let mut out = Vec::with_capacity(24 + json.len() + weights.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&weights);
+    Ok(out)
+}
+
+/// Writes a model file atomically.
+pub fn save<B: Backend>(path: &Path, net: &UNet<B>, info: &ModelInfo) -> Result<(), Error> {
+    let bytes = to_bytes(net, info)?;
+    delineate_imaging::atomic::write_atomically(path, ".dlm", |p, _| {
+        std::fs::write(p, &bytes).map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
+
+/// Splits a model file into its description and weight bytes.
+pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(ModelInfo, &'a [u8]), Error> {
+    let bad = |m: &str| {
+        Error::Input(format!(
+            "{}: not a delineate model file: {m}",
+            path.display()
+        ))
+    };
+    if bytes.len() < 24 || &bytes[..16] != MAGIC {
+        return Err(bad("wrong magic"));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[16..24]);
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER || 24 + len as usize > bytes.len() {
+        return Err(bad("corrupt header length"));
+    }
+    let info: ModelInfo = serde_json::from_slice(&bytes[24..24 + len as usize])
+        .map_err(|e| bad(&format!("description: {e}")))?;
+    if info.format_version != FORMAT_VERSION {
+        return Err(bad(&format!(
+            "format version {} (this build reads {FORMAT_VERSION})",
+            info.format_version
+        )));
+    }
+    Ok((info, &bytes[24 + len as usize..]))
+}
+
+/// Loads a model file onto `device`.
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(UNet<B>, ModelInfo), Error> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let (info, weights) = parse(&bytes, path)?;
+    let net = info.unet.init::<B>(device);
+    let record = BinBytesRecorder::<FullPrecisionSettings>::default()
+        .load(weights.to_vec(), device)
+        .map_err(|e| Error::Input(format!("{}: cannot read the weights: {e}", path.display())))?;
+    Ok((net.load_record(record), info))
+}

@@ -1,0 +1,448 @@
+//! The training loop behind `delineate train`: background patch loading,
+//! seeded batches, Adam or SGD with a learning-rate drop, JSON-lines
+//! metrics, checkpoints that resume exactly, validation-based best model.
+//!
+//! Batch *t* is a function of the seed and *t* only (its own ChaCha8
+//! stream), so a run resumed from a checkpoint sees the same batches as an
+//! uninterrupted one and ends with the same weights.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, Optimizer, SgdConfig};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{patch, Augment, Case, Preprocessing};
+use crate::losses::inverse_weights;
+use crate::modelfile::{self, ModelInfo};
+use crate::sampling::{PatchSampler, Sampling};
+use crate::train::{step, Batch, LossKind};
+use crate::unet::{UNet, UNetConfig};
+use crate::Error;
+
+const CHECKPOINT_MAGIC: &[u8; 16] = b"DELINEATE-CKPT1\n";
+/// Batches prepared ahead of the optimiser.
+const PREFETCH: usize = 4;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub arch: String,
+    pub widths: Vec<usize>,
+    pub loss: LossKind,
+    pub sampling: Sampling,
+    /// Patch size (x, y, z voxels).
+    pub patch: [usize; 3],
+    pub batch: usize,
+    pub epochs: usize,
+    pub iterations_per_epoch: usize,
+    /// "adam" or "sgd" (Nesterov momentum 0.9).
+    pub optimizer: String,
+    pub lr: f64,
+    /// From this epoch on (0-based) the rate is multiplied by `lr_drop_factor`.
+    pub lr_drop_epoch: Option<usize>,
+    pub lr_drop_factor: f64,
+    pub seed: u64,
+    /// Iterations between checkpoints.
+    pub checkpoint_every: usize,
+    pub augment: Augment,
+    pub preprocessing: Preprocessing,
+}
+
+/// What the loop reports after each iteration.
+pub struct Progress {
+    pub iteration: usize,
+    pub total: usize,
+    pub epoch: usize,
+    pub loss: f32,
+    /// Validation score at the end of an epoch.
+    pub score: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub iterations: usize,
+    pub seconds: f64,
+    pub iterations_per_second: f64,
+    pub final_loss: f32,
+    pub best_score: Option<f64>,
+    /// Mean time the optimiser waited for a batch (ms): ~0 when loading keeps up.
+    pub mean_wait_ms: f64,
+    pub model: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointHeader {
+    next_iteration: usize,
+    best_score: Option<f64>,
+    options: TrainOptions,
+}
+
+/// Scores a network on held-out cases (higher is better).
+pub type Validate<'a, B> = &'a dyn Fn(&UNet<<B as AutodiffBackend>::InnerBackend>) -> f64;
+
+fn batch_seed(seed: u64, t: usize) -> u64 {
+    let mut z = seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^ (z >> 31)
+}
+
+struct CpuBatch {
+    t: usize,
+    image: Vec<f32>,
+    target: Vec<f32>,
+    weights: Vec<f32>,
+}
+
+/// Prepares batches `from..to` on a background thread.
+fn loader(
+    cases: Arc<Vec<Case>>,
+    opts: &TrainOptions,
+    from: usize,
+    to: usize,
+) -> mpsc::Receiver<CpuBatch> {
+    let (tx, rx) = mpsc::sync_channel(PREFETCH);
+    let o = opts.clone();
+    std::thread::spawn(move || {
+        let sampler = PatchSampler::new(
+            cases.iter().map(|c| c.lesions.clone()).collect(),
+            o.sampling,
+            o.patch,
+        );
+        let n: usize = o.patch.iter().product();
+        for t in from..to {
+            let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(o.seed, t));
+            let mut b = CpuBatch {
+                t,
+                image: Vec::with_capacity(n * o.batch),
+                target: Vec::with_capacity(n * o.batch),
+                weights: Vec::with_capacity(n * o.batch),
+            };
+            for _ in 0..o.batch {
+                let Some(d) = sampler.draw(&mut rng) else {
+                    return;
+                };
+                let (img, tgt) = patch(&cases[d.case], d.corner, o.patch, &o.augment, &mut rng);
+                let w = if o.loss.weighted() {
+                    inverse_weights(&tgt, o.patch)
+                } else {
+                    vec![1.0; n]
+                };
+                b.image.extend(img);
+                b.target.extend(tgt.iter().map(|&v| v as f32));
+                b.weights.extend(w);
+            }
+            if tx.send(b).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn to_tensor<B: burn::tensor::backend::Backend>(
+    v: Vec<f32>,
+    batch: usize,
+    p: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    Tensor::from_data(TensorData::new(v, [batch, 1, p[2], p[1], p[0]]), device)
+}
+
+fn checkpoint_path(run: &Path) -> PathBuf {
+    run.join("checkpoint.bin")
+}
+
+fn write_checkpoint<B, O>(
+    run: &Path,
+    net: &UNet<B>,
+    opt: &O,
+    header: &CheckpointHeader,
+) -> Result<(), Error>
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+    UNet<B>: AutodiffModule<B>,
+{
+    let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let json = serde_json::to_vec(header).map_err(|e| Error::Input(e.to_string()))?;
+    let model = rec
+        .record(burn::module::Module::into_record(net.clone()), ())
+        .map_err(|e| Error::Input(format!("checkpoint: {e}")))?;
+    let optim = rec
+        .record(opt.to_record(), ())
+        .map_err(|e| Error::Input(format!("checkpoint: {e}")))?;
+    let mut out = Vec::new();
+    out.extend_from_slice(CHECKPOINT_MAGIC);
+    for part in [&json, &model] {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&optim);
+    let path = checkpoint_path(run);
+    delineate_imaging::atomic::write_atomically(&path, ".bin", |p, _| {
+        std::fs::write(p, &out).map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
+
+fn read_checkpoint<B, O>(
+    run: &Path,
+    net: UNet<B>,
+    opt: O,
+    device: &B::Device,
+) -> Result<(UNet<B>, O, CheckpointHeader), Error>
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+    UNet<B>: AutodiffModule<B>,
+{
+    let path = checkpoint_path(run);
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let bad = || {
+        Error::Input(format!(
+            "{}: not a delineate checkpoint (or corrupt)",
+            path.display()
+        ))
+    };
+    if bytes.len() < 32 || &bytes[..16] != CHECKPOINT_MAGIC {
+        return Err(bad());
+    }
+    let mut at = 16usize;
+    let mut part = || -> Result<&[u8], Error> {
+        let len = u64::from_le_bytes(
+            bytes
+                .get(at..at + 8)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
+        let s = bytes.get(at + 8..at + 8 + len).ok_or_else(bad)?;
+        at += 8 + len;
+        Ok(s)
+    };
+    let header: CheckpointHeader = serde_json::from_slice(part()?).map_err(|_| bad())?;
+    let model = part()?.to_vec();
+    let optim = bytes[at..].to_vec();
+    let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let net = burn::module::Module::load_record(net, rec.load(model, device).map_err(|_| bad())?);
+    let opt = opt.load_record(rec.load(optim, device).map_err(|_| bad())?);
+    Ok((net, opt, header))
+}
+
+/// Trains on `cases` into `run` (created). With `resume`, continues from
+/// `run/checkpoint.bin`, which must come from the same options.
+pub fn train<B>(
+    device: &B::Device,
+    cases: Arc<Vec<Case>>,
+    opts: &TrainOptions,
+    run: &Path,
+    resume: bool,
+    validate: Option<Validate<'_, B>>,
+    on_progress: &dyn Fn(&Progress),
+) -> Result<TrainSummary, Error>
+where
+    B: AutodiffBackend,
+{
+    if opts.arch != "unet3d" {
+        return Err(Error::Input(format!(
+            "--arch {}: only unet3d is built so far",
+            opts.arch
+        )));
+    }
+    match opts.optimizer.as_str() {
+        "adam" => run_loop::<B, _>(
+            device,
+            cases,
+            opts,
+            run,
+            resume,
+            validate,
+            on_progress,
+            AdamConfig::new().init(),
+        ),
+        "sgd" => {
+            let m = MomentumConfig::new()
+                .with_momentum(0.9)
+                .with_dampening(0.0)
+                .with_nesterov(true);
+            run_loop::<B, _>(
+                device,
+                cases,
+                opts,
+                run,
+                resume,
+                validate,
+                on_progress,
+                SgdConfig::new().with_momentum(Some(m)).init(),
+            )
+        }
+        other => Err(Error::Input(format!(
+            "--optimizer {other}: use adam or sgd"
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_loop<B, O>(
+    device: &B::Device,
+    cases: Arc<Vec<Case>>,
+    opts: &TrainOptions,
+    run: &Path,
+    resume: bool,
+    validate: Option<Validate<'_, B>>,
+    on_progress: &dyn Fn(&Progress),
+    opt: O,
+) -> Result<TrainSummary, Error>
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+{
+    if cases.is_empty() {
+        return Err(Error::Input("no training cases".into()));
+    }
+    if opts.batch == 0 || opts.iterations_per_epoch == 0 || opts.patch.contains(&0) {
+        return Err(Error::Input(
+            "batch, iterations per epoch and patch size must be positive".into(),
+        ));
+    }
+    let cfg = UNetConfig::new().with_widths(opts.widths.clone());
+    let m = cfg.size_multiple();
+    if opts.patch.iter().any(|p| p % m != 0) {
+        return Err(Error::Input(format!(
+            "--patch: each size must be a multiple of {m} for {} levels",
+            cfg.levels()
+        )));
+    }
+    std::fs::create_dir_all(run).map_err(|e| Error::Input(format!("{}: {e}", run.display())))?;
+    // Seeded initial weights: the same seed gives the same run.
+    B::seed(device, opts.seed);
+    let mut net: UNet<B> = cfg.init(device);
+    let mut opt = opt;
+    let total = opts.epochs * opts.iterations_per_epoch;
+    let (mut start, mut best) = (0usize, None::<f64>);
+    if resume {
+        let (n, o, h) = read_checkpoint(run, net, opt, device)?;
+        if h.options.widths != opts.widths
+            || h.options.patch != opts.patch
+            || h.options.seed != opts.seed
+            || h.options.loss != opts.loss
+        {
+            return Err(Error::Input(format!(
+                "{}: the checkpoint was made with other options (architecture, patch, loss or seed)",
+                checkpoint_path(run).display()
+            )));
+        }
+        net = n;
+        opt = o;
+        start = h.next_iteration;
+        best = h.best_score;
+    } else if checkpoint_path(run).exists() {
+        return Err(Error::Input(format!(
+            "{}: a run is already here; use --resume to continue it, or another --out",
+            run.display()
+        )));
+    }
+    let opts_json = serde_json::to_string_pretty(opts).map_err(|e| Error::Input(e.to_string()))?;
+    delineate_imaging::atomic::write_atomically(&run.join("options.json"), ".json", |p, _| {
+        std::fs::write(p, opts_json.as_bytes()).map_err(|e| e.to_string())
+    })?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.join("metrics.jsonl"))
+        .map_err(|e| Error::Input(format!("{}: {e}", run.join("metrics.jsonl").display())))?;
+    let info = |iterations: usize, loss: f32| ModelInfo {
+        format_version: modelfile::FORMAT_VERSION,
+        delineate_version: env!("CARGO_PKG_VERSION").into(),
+        arch: opts.arch.clone(),
+        unet: cfg.clone(),
+        preprocessing: opts.preprocessing.clone(),
+        patch: opts.patch,
+        training: serde_json::json!({
+            "loss": opts.loss, "sampling": opts.sampling, "iterations": iterations,
+            "batch": opts.batch, "optimizer": opts.optimizer, "lr": opts.lr, "seed": opts.seed,
+            "cases": cases.len(), "final_loss": loss,
+        }),
+    };
+    let rx = loader(cases.clone(), opts, start, total);
+    let t0 = Instant::now();
+    let (mut wait, mut last_loss) = (0.0f64, f32::NAN);
+    for t in start..total {
+        let w0 = Instant::now();
+        let cb = rx
+            .recv()
+            .map_err(|_| Error::Input("the patch loader stopped".into()))?;
+        let waited = w0.elapsed().as_secs_f64();
+        wait += waited;
+        debug_assert_eq!(cb.t, t);
+        let epoch = t / opts.iterations_per_epoch;
+        let lr = match opts.lr_drop_epoch {
+            Some(e) if epoch >= e => opts.lr * opts.lr_drop_factor,
+            _ => opts.lr,
+        };
+        let b = Batch {
+            image: to_tensor(cb.image, opts.batch, opts.patch, device),
+            target: to_tensor(cb.target, opts.batch, opts.patch, device),
+            weights: to_tensor(cb.weights, opts.batch, opts.patch, device),
+        };
+        let (n, l) = step(net, &mut opt, opts.loss, &b, lr);
+        net = n;
+        last_loss = l;
+        let end_of_epoch = (t + 1) % opts.iterations_per_epoch == 0;
+        let score = if end_of_epoch {
+            validate.map(|v| v(&net.valid()))
+        } else {
+            None
+        };
+        let line = serde_json::json!({"iteration": t + 1, "epoch": epoch, "loss": l, "lr": lr,
+            "seconds": t0.elapsed().as_secs_f64(), "wait_ms": waited * 1e3, "validation": score});
+        let _ = writeln!(metrics, "{line}");
+        if let Some(s) = score {
+            if best.is_none_or(|b| s > b) {
+                best = Some(s);
+                modelfile::save(&run.join("best.dlm"), &net.valid(), &info(t + 1, l))?;
+            }
+        }
+        if (t + 1) % opts.checkpoint_every.max(1) == 0 || t + 1 == total {
+            write_checkpoint(
+                run,
+                &net,
+                &opt,
+                &CheckpointHeader {
+                    next_iteration: t + 1,
+                    best_score: best,
+                    options: opts.clone(),
+                },
+            )?;
+        }
+        on_progress(&Progress {
+            iteration: t + 1,
+            total,
+            epoch,
+            loss: l,
+            score,
+        });
+    }
+    let model = run.join("model.dlm");
+    modelfile::save(&model, &net.valid(), &info(total, last_loss))?;
+    let done = total.saturating_sub(start).max(1);
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(TrainSummary {
+        iterations: total,
+        seconds: secs,
+        iterations_per_second: done as f64 / secs.max(1e-9),
+        final_loss: last_loss,
+        best_score: best,
+        mean_wait_ms: wait * 1e3 / done as f64,
+        model,
+    })
+}
