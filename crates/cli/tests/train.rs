@@ -81,8 +81,8 @@ fn trains_writes_a_self_describing_model_and_resumes() {
     assert_eq!(&bytes[..16], b"DELINEATE-MODEL\n");
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
     let info: serde_json::Value = serde_json::from_slice(&bytes[24..24 + len]).unwrap();
-    assert_eq!(info["arch"], "unet3d");
-    assert_eq!(info["unet"]["widths"], serde_json::json!([4, 8]));
+    assert_eq!(info["network"]["arch"], "unet3d");
+    assert_eq!(info["network"]["widths"], serde_json::json!([4, 8]));
     assert_eq!(
         info["preprocessing"]["spacing"],
         serde_json::json!([1.0, 1.0, 1.0])
@@ -193,4 +193,51 @@ fn trains_on_dicom_with_rtstruct() {
     ]);
     assert!(out.contains("1 training cases (2 lesions)"), "{out}");
     assert!(run.join("model.dlm").is_file());
+}
+
+#[test]
+fn vnet_and_deepmedic_train_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny(&data);
+    for (arch, widths, patch) in [("vnet", "4,8", "16"), ("deepmedic", "4,4", "18")] {
+        let run = tmp.path().join(arch);
+        ok(&[
+            "train",
+            "--data",
+            &s(&data),
+            "--out",
+            &s(&run),
+            "--arch",
+            arch,
+            "--widths",
+            widths,
+            "--patch",
+            patch,
+            "--batch",
+            "1",
+            "--epochs",
+            "1",
+            "--iterations",
+            "2",
+            "--folds",
+            "0",
+        ]);
+        let bytes = std::fs::read(run.join("model.dlm")).unwrap();
+        let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+        let info: serde_json::Value = serde_json::from_slice(&bytes[24..24 + len]).unwrap();
+        assert_eq!(info["network"]["arch"], arch);
+    }
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&tmp.path().join("x")),
+        "--arch",
+        "deepmedic",
+        "--patch",
+        "16",
+    ]);
+    assert!(e.contains("multiple of 3"), "{e}");
 }

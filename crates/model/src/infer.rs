@@ -7,7 +7,7 @@
 use burn::tensor::{activation::sigmoid, backend::Backend, Tensor, TensorData};
 use delineate_imaging::Volume;
 
-use crate::unet::UNet;
+use crate::network::Network;
 
 fn starts(n: usize, tile: usize) -> Vec<usize> {
     if n <= tile {
@@ -23,7 +23,7 @@ fn starts(n: usize, tile: usize) -> Vec<usize> {
 
 /// Probability per voxel of `image` (already preprocessed), x-fastest.
 pub fn predict_tiled<B: Backend>(
-    net: &UNet<B>,
+    net: &Network<B>,
     image: &Volume<f32>,
     tile: [usize; 3],
     device: &B::Device,

@@ -5,13 +5,16 @@
 //! that depends on burn.
 
 pub mod data;
+pub mod deepmedic;
 pub mod infer;
 pub mod losses;
 pub mod modelfile;
+pub mod network;
 pub mod sampling;
 pub mod train;
 pub mod trainer;
 pub mod unet;
+pub mod vnet;
 
 /// The backends: `Flex` on CPU; `Cuda` with the `cuda` feature.
 pub mod backend {

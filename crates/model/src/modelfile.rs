@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Preprocessing;
-use crate::unet::{UNet, UNetConfig};
+use crate::network::{Network, NetworkConfig};
 use crate::Error;
 
 pub const MAGIC: &[u8; 16] = b"DELINEATE-MODEL\n";
@@ -27,8 +27,8 @@ const MAX_HEADER: u64 = 16 << 20;
 pub struct ModelInfo {
     pub format_version: u32,
     pub delineate_version: String,
-    pub arch: String,
-    pub unet: UNetConfig,
+    /// Architecture and its configuration (`arch`: unet3d, vnet, deepmedic).
+    pub network: NetworkConfig,
     pub preprocessing: Preprocessing,
     /// Patch size the network was trained on (x, y, z voxels).
     pub patch: [usize; 3],
@@ -37,7 +37,7 @@ pub struct ModelInfo {
 }
 
 /// Serialises the network and its description.
-pub fn to_bytes<B: Backend>(net: &UNet<B>, info: &ModelInfo) -> Result<Vec<u8>, Error> {
+pub fn to_bytes<B: Backend>(net: &Network<B>, info: &ModelInfo) -> Result<Vec<u8>, Error> {
     let json =
         serde_json::to_vec(info).map_err(|e| Error::Input(format!("model description: {e}")))?;
     let weights = BinBytesRecorder::<FullPrecisionSettings>::default()
@@ -52,7 +52,7 @@ pub fn to_bytes<B: Backend>(net: &UNet<B>, info: &ModelInfo) -> Result<Vec<u8>, 
 }
 
 /// Writes a model file atomically.
-pub fn save<B: Backend>(path: &Path, net: &UNet<B>, info: &ModelInfo) -> Result<(), Error> {
+pub fn save<B: Backend>(path: &Path, net: &Network<B>, info: &ModelInfo) -> Result<(), Error> {
     let bytes = to_bytes(net, info)?;
     delineate_imaging::atomic::write_atomically(path, ".dlm", |p, _| {
         std::fs::write(p, &bytes).map_err(|e| e.to_string())
@@ -89,11 +89,11 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(ModelInfo, &'a [u8]), 
 }
 
 /// Loads a model file onto `device`.
-pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(UNet<B>, ModelInfo), Error> {
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Network<B>, ModelInfo), Error> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     let (info, weights) = parse(&bytes, path)?;
-    let net = info.unet.init::<B>(device);
+    let net = info.network.init::<B>(device);
     let record = BinBytesRecorder::<FullPrecisionSettings>::default()
         .load(weights.to_vec(), device)
         .map_err(|e| Error::Input(format!("{}: cannot read the weights: {e}", path.display())))?;

@@ -6,7 +6,7 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::losses::{bce, dice, weighted_bce, weighted_dice};
-use crate::unet::UNet;
+use crate::network::Network;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,16 +58,16 @@ pub fn loss<B: burn::tensor::backend::Backend>(
 /// Forward, loss, backward and one optimiser step; returns the updated
 /// network and the loss value.
 pub fn step<B, O>(
-    net: UNet<B>,
+    net: Network<B>,
     opt: &mut O,
     kind: LossKind,
     batch: &Batch<B>,
     lr: f64,
-) -> (UNet<B>, f32)
+) -> (Network<B>, f32)
 where
     B: AutodiffBackend,
-    O: Optimizer<UNet<B>, B>,
-    UNet<B>: AutodiffModule<B>,
+    O: Optimizer<Network<B>, B>,
+    Network<B>: AutodiffModule<B>,
 {
     let logits = net.forward(batch.image.clone());
     let l = loss(kind, logits, batch);

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::{patch, Augment, Case, Preprocessing};
 use crate::losses::inverse_weights;
 use crate::modelfile::{self, ModelInfo};
+use crate::network::{Network, NetworkConfig};
 use crate::sampling::{PatchSampler, Sampling};
 use crate::train::{step, Batch, LossKind};
-use crate::unet::{UNet, UNetConfig};
 use crate::Error;
 
 const CHECKPOINT_MAGIC: &[u8; 16] = b"DELINEATE-CKPT1\n";
@@ -34,8 +34,7 @@ const PREFETCH: usize = 4;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainOptions {
-    pub arch: String,
-    pub widths: Vec<usize>,
+    pub network: NetworkConfig,
     pub loss: LossKind,
     pub sampling: Sampling,
     /// Patch size (x, y, z voxels).
@@ -86,7 +85,7 @@ struct CheckpointHeader {
 }
 
 /// Scores a network on held-out cases (higher is better).
-pub type Validate<'a, B> = &'a dyn Fn(&UNet<<B as AutodiffBackend>::InnerBackend>) -> f64;
+pub type Validate<'a, B> = &'a dyn Fn(&Network<<B as AutodiffBackend>::InnerBackend>) -> f64;
 
 fn batch_seed(seed: u64, t: usize) -> u64 {
     let mut z = seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -162,14 +161,14 @@ fn checkpoint_path(run: &Path) -> PathBuf {
 
 fn write_checkpoint<B, O>(
     run: &Path,
-    net: &UNet<B>,
+    net: &Network<B>,
     opt: &O,
     header: &CheckpointHeader,
 ) -> Result<(), Error>
 where
     B: AutodiffBackend,
-    O: Optimizer<UNet<B>, B>,
-    UNet<B>: AutodiffModule<B>,
+    O: Optimizer<Network<B>, B>,
+    Network<B>: AutodiffModule<B>,
 {
     let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
     let json = serde_json::to_vec(header).map_err(|e| Error::Input(e.to_string()))?;
@@ -195,14 +194,14 @@ where
 
 fn read_checkpoint<B, O>(
     run: &Path,
-    net: UNet<B>,
+    net: Network<B>,
     opt: O,
     device: &B::Device,
-) -> Result<(UNet<B>, O, CheckpointHeader), Error>
+) -> Result<(Network<B>, O, CheckpointHeader), Error>
 where
     B: AutodiffBackend,
-    O: Optimizer<UNet<B>, B>,
-    UNet<B>: AutodiffModule<B>,
+    O: Optimizer<Network<B>, B>,
+    Network<B>: AutodiffModule<B>,
 {
     let path = checkpoint_path(run);
     let bytes =
@@ -252,12 +251,6 @@ pub fn train<B>(
 where
     B: AutodiffBackend,
 {
-    if opts.arch != "unet3d" {
-        return Err(Error::Input(format!(
-            "--arch {}: only unet3d is built so far",
-            opts.arch
-        )));
-    }
     match opts.optimizer.as_str() {
         "adam" => run_loop::<B, _>(
             device,
@@ -304,7 +297,7 @@ fn run_loop<B, O>(
 ) -> Result<TrainSummary, Error>
 where
     B: AutodiffBackend,
-    O: Optimizer<UNet<B>, B>,
+    O: Optimizer<Network<B>, B>,
 {
     if cases.is_empty() {
         return Err(Error::Input("no training cases".into()));
@@ -314,24 +307,25 @@ where
             "batch, iterations per epoch and patch size must be positive".into(),
         ));
     }
-    let cfg = UNetConfig::new().with_widths(opts.widths.clone());
+    let cfg = opts.network.clone();
     let m = cfg.size_multiple();
     if opts.patch.iter().any(|p| p % m != 0) {
         return Err(Error::Input(format!(
-            "--patch: each size must be a multiple of {m} for {} levels",
-            cfg.levels()
+            "--patch: each size must be a multiple of {m} for this {} ({} widths)",
+            cfg.name(),
+            cfg.widths().len()
         )));
     }
     std::fs::create_dir_all(run).map_err(|e| Error::Input(format!("{}: {e}", run.display())))?;
     // Seeded initial weights: the same seed gives the same run.
     B::seed(device, opts.seed);
-    let mut net: UNet<B> = cfg.init(device);
+    let mut net: Network<B> = cfg.init(device);
     let mut opt = opt;
     let total = opts.epochs * opts.iterations_per_epoch;
     let (mut start, mut best) = (0usize, None::<f64>);
     if resume {
         let (n, o, h) = read_checkpoint(run, net, opt, device)?;
-        if h.options.widths != opts.widths
+        if h.options.network != opts.network
             || h.options.patch != opts.patch
             || h.options.seed != opts.seed
             || h.options.loss != opts.loss
@@ -363,8 +357,7 @@ where
     let info = |iterations: usize, loss: f32| ModelInfo {
         format_version: modelfile::FORMAT_VERSION,
         delineate_version: env!("CARGO_PKG_VERSION").into(),
-        arch: opts.arch.clone(),
-        unet: cfg.clone(),
+        network: cfg.clone(),
         preprocessing: opts.preprocessing.clone(),
         patch: opts.patch,
         training: serde_json::json!({

@@ -34,7 +34,7 @@ pub struct UNetConfig {
     pub widths: Vec<usize>,
 }
 
-fn groups(channels: usize) -> usize {
+pub(crate) fn groups(channels: usize) -> usize {
     let mut g = NORM_GROUPS.min(channels).max(1);
     while channels % g != 0 {
         g -= 1;
@@ -42,7 +42,7 @@ fn groups(channels: usize) -> usize {
     g
 }
 
-fn conv3(c_in: usize, c_out: usize) -> Conv3dConfig {
+pub(crate) fn conv3(c_in: usize, c_out: usize) -> Conv3dConfig {
     Conv3dConfig::new([c_in, c_out], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1))
 }
 

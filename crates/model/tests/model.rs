@@ -301,9 +301,11 @@ fn unet_overfits_one_small_case() {
             target: t5(&tgt, shape),
             weights: t5(&w, shape),
         };
-        let mut net = UNetConfig::new()
-            .with_widths(vec![8, 16])
-            .init::<AD>(&Default::default());
+        let mut net = delineate_model::network::Network::UNet(
+            UNetConfig::new()
+                .with_widths(vec![8, 16])
+                .init::<AD>(&Default::default()),
+        );
         let mut opt = AdamConfig::new().init();
         let mut last = f32::NAN;
         for _ in 0..200 {
@@ -385,8 +387,7 @@ fn tiny_dataset(dir: &std::path::Path, cases: usize) {
 fn tiny_options(epochs: usize) -> delineate_model::trainer::TrainOptions {
     use delineate_model::data::{Augment, Preprocessing};
     delineate_model::trainer::TrainOptions {
-        arch: "unet3d".into(),
-        widths: vec![4, 8],
+        network: delineate_model::network::NetworkConfig::new("unet3d", Some(vec![4, 8])).unwrap(),
         loss: delineate_model::train::LossKind::IwBce,
         sampling: Sampling::Tumor { p: 0.5 },
         patch: [16, 16, 16],
@@ -460,7 +461,7 @@ fn resume_gives_the_same_weights() {
     assert_eq!(s.iterations, 6);
     let (a, ia) = delineate_model::modelfile::load::<B>(&straight.join("model.dlm"), &dev).unwrap();
     let (b, _) = delineate_model::modelfile::load::<B>(&split.join("model.dlm"), &dev).unwrap();
-    assert_eq!(ia.unet.widths, vec![4, 8]);
+    assert_eq!(ia.network.widths(), &[4, 8]);
     let x = Tensor::<B, 5>::random(
         [1, 1, 16, 16, 16],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -480,4 +481,54 @@ fn resume_gives_the_same_weights() {
         .lines()
         .count();
     assert_eq!(lines, 6);
+}
+
+/// V-Net and DeepMedic: same interface, shapes kept, every parameter gets a
+/// gradient.
+#[test]
+fn vnet_and_deepmedic_shapes_and_gradients() {
+    use delineate_model::network::NetworkConfig;
+    let dev = Default::default();
+    for (arch, widths, size) in [
+        ("vnet", vec![4, 8], [8, 12, 16]),
+        ("deepmedic", vec![4, 4, 8], [9, 12, 15]),
+    ] {
+        let cfg = NetworkConfig::new(arch, Some(widths)).unwrap();
+        assert!(size.iter().all(|s| s % cfg.size_multiple() == 0));
+        let net = cfg.init::<AD>(&dev);
+        let x = Tensor::<AD, 5>::random(
+            [2, 1, size[0], size[1], size[2]],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let y = net.forward(x);
+        assert_eq!(y.dims(), [2, 1, size[0], size[1], size[2]], "{arch}");
+        let t = Tensor::<AD, 5>::random(y.dims(), burn::tensor::Distribution::Bernoulli(0.2), &dev);
+        let grads = bce(y, t).backward();
+        let mut check = GradCheck {
+            grads: &grads,
+            total: 0,
+            with_grad: 0,
+        };
+        net.visit(&mut check);
+        assert!(check.total > 10, "{arch}: {} parameters", check.total);
+        assert_eq!(
+            check.with_grad, check.total,
+            "{arch}: parameters without gradient"
+        );
+    }
+    // Receptive fields: V-Net 4-8 with 1, 2 convs: 5 + 4 + 1 + 16 + 4 = 30.
+    assert_eq!(
+        NetworkConfig::new("vnet", Some(vec![4, 8]))
+            .unwrap()
+            .receptive_field(),
+        30
+    );
+    assert_eq!(
+        NetworkConfig::new("deepmedic", None)
+            .unwrap()
+            .receptive_field(),
+        39
+    );
+    assert!(NetworkConfig::new("resnet", None).is_none());
 }

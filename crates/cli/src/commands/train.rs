@@ -8,10 +8,10 @@ use delineate_eval::{curves, matching};
 use delineate_model::backend::{Cpu, CpuTrain};
 use delineate_model::data::{case_folders, load_case, Augment, Case, Preprocessing};
 use delineate_model::infer::predict_tiled;
+use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
 use delineate_model::train::LossKind;
 use delineate_model::trainer::{train, TrainOptions, Validate};
-use delineate_model::unet::UNet;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -36,11 +36,13 @@ pub struct TrainArgs {
     pub data: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value = "unet3d", value_parser = ["unet3d"])]
+    /// unet3d (the paper's final model), vnet or deepmedic.
+    #[arg(long, default_value = "unet3d", value_parser = ["unet3d", "vnet", "deepmedic"])]
     pub arch: String,
-    /// Channels per U-Net level.
-    #[arg(long, default_value = "16,32,64,128", value_delimiter = ',')]
-    pub widths: Vec<usize>,
+    /// Channels per level (U-Net, V-Net: 16,32,64,128) or per layer of each
+    /// pathway (DeepMedic: 16,16,32,32,32,32).
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<usize>>,
     #[arg(long, default_value = "iwbce", value_parser = ["bce", "iwbce", "dice", "iwdice"])]
     pub loss: String,
     #[arg(long, default_value = "tumor", value_parser = ["tumor", "uniform", "fg"])]
@@ -48,7 +50,8 @@ pub struct TrainArgs {
     /// Probability that a patch is centred on a lesion (tumor and fg sampling).
     #[arg(long, default_value_t = 0.5)]
     pub lesion_p: f64,
-    /// Patch size in voxels (x,y,z), multiples of 2^(levels-1).
+    /// Patch size in voxels (x,y,z): multiples of 2^(levels-1) for U-Net and
+    /// V-Net, of 3 for DeepMedic.
     #[arg(long, default_value = "64,64,64", value_delimiter = ',')]
     pub patch: Vec<usize>,
     #[arg(long, default_value_t = 2)]
@@ -100,7 +103,7 @@ fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
 }
 
 /// Lesion-wise recall at the given precision over the validation cases.
-fn validation_score(net: &UNet<Cpu>, cases: &[Case], tile: [usize; 3], precision: f64) -> f64 {
+fn validation_score(net: &Network<Cpu>, cases: &[Case], tile: [usize; 3], precision: f64) -> f64 {
     let device = Default::default();
     let results: Vec<matching::CaseResult> = cases
         .iter()
@@ -180,9 +183,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             a.fold
         );
     }
+    if a.widths
+        .as_ref()
+        .is_some_and(|w| w.is_empty() || w.contains(&0))
+    {
+        bail!("--widths: give positive channel counts");
+    }
+    let network = NetworkConfig::new(&a.arch, a.widths.clone()).context("--arch")?;
     let opts = TrainOptions {
-        arch: a.arch.clone(),
-        widths: a.widths.clone(),
+        network,
         loss,
         sampling,
         patch,
@@ -217,7 +226,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     let bar = crate::progress::bar("training", "iterations");
     bar.set_length((a.epochs * a.iterations) as u64);
-    let val = |net: &UNet<Cpu>| validation_score(net, &val_cases, patch, a.val_precision);
+    let val = |net: &Network<Cpu>| validation_score(net, &val_cases, patch, a.val_precision);
     let validate: Option<Validate<CpuTrain>> = if val_cases.is_empty() {
         None
     } else {
