@@ -46,6 +46,28 @@ pub(crate) fn conv3(c_in: usize, c_out: usize) -> Conv3dConfig {
     Conv3dConfig::new([c_in, c_out], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1))
 }
 
+/// Strided 2×2×2 convolutions from each level to the next (widths[i] → widths[i+1]).
+pub(crate) fn downsamplers<B: Backend>(w: &[usize], device: &B::Device) -> Vec<Conv3d<B>> {
+    w.windows(2)
+        .map(|p| {
+            Conv3dConfig::new([p[0], p[1]], [2, 2, 2])
+                .with_stride([2, 2, 2])
+                .init(device)
+        })
+        .collect()
+}
+
+/// Transposed 2×2×2 convolutions back up (widths[i+1] → widths[i]).
+pub(crate) fn upsamplers<B: Backend>(w: &[usize], device: &B::Device) -> Vec<ConvTranspose3d<B>> {
+    w.windows(2)
+        .map(|p| {
+            ConvTranspose3dConfig::new([p[1], p[0]], [2, 2, 2])
+                .with_stride([2, 2, 2])
+                .init(device)
+        })
+        .collect()
+}
+
 /// Pre-activation residual block.
 #[derive(Module, Debug)]
 pub struct ResBlock<B: Backend> {
@@ -121,20 +143,8 @@ impl UNetConfig {
         UNet {
             stem: conv3(self.in_channels, top).init(device),
             encoders: (0..n).map(|i| ResBlock::new(w[i], device)).collect(),
-            downs: (0..n - 1)
-                .map(|i| {
-                    Conv3dConfig::new([w[i], w[i + 1]], [2, 2, 2])
-                        .with_stride([2, 2, 2])
-                        .init(device)
-                })
-                .collect(),
-            ups: (0..n - 1)
-                .map(|i| {
-                    ConvTranspose3dConfig::new([w[i + 1], w[i]], [2, 2, 2])
-                        .with_stride([2, 2, 2])
-                        .init(device)
-                })
-                .collect(),
+            downs: downsamplers(w, device),
+            ups: upsamplers(w, device),
             decoders: (0..n - 1).map(|i| ResBlock::new(w[i], device)).collect(),
             head_norm: GroupNormConfig::new(groups(top), top).init(device),
             head: Conv3dConfig::new([top, 1], [1, 1, 1]).init(device),

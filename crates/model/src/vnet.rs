@@ -8,11 +8,11 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d};
 use burn::nn::{GroupNorm, GroupNormConfig, PRelu, PReluConfig, PaddingConfig3d};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::unet::groups;
+use crate::unet::{downsamplers, groups, upsamplers};
 
 #[derive(Config, Debug, PartialEq)]
 pub struct VNetConfig {
@@ -107,20 +107,8 @@ impl VNetConfig {
             encoders: (0..n)
                 .map(|i| Stage::new(w[i], self.convs_at(i), device))
                 .collect(),
-            downs: (0..n - 1)
-                .map(|i| {
-                    Conv3dConfig::new([w[i], w[i + 1]], [2, 2, 2])
-                        .with_stride([2, 2, 2])
-                        .init(device)
-                })
-                .collect(),
-            ups: (0..n - 1)
-                .map(|i| {
-                    ConvTranspose3dConfig::new([w[i + 1], w[i]], [2, 2, 2])
-                        .with_stride([2, 2, 2])
-                        .init(device)
-                })
-                .collect(),
+            downs: downsamplers(w, device),
+            ups: upsamplers(w, device),
             merges: (0..n - 1)
                 .map(|i| Conv3dConfig::new([2 * w[i], w[i]], [1, 1, 1]).init(device))
                 .collect(),

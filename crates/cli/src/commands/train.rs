@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use delineate_eval::{curves, matching};
+use delineate_imaging::{write_nifti, NiftiWriteOptions};
 use delineate_model::backend::{Cpu, CpuTrain};
 use delineate_model::data::{case_folders, load_case, Augment, Case, Preprocessing};
 use delineate_model::infer::predict_tiled;
@@ -29,7 +30,9 @@ use rand::SeedableRng;
 /// --val-precision is measured on it and the best model is kept. OUT gets
 /// options.json, metrics.jsonl (one line per iteration), checkpoint.bin
 /// (--resume continues exactly), best.dlm and model.dlm: self-describing
-/// model files (architecture, preprocessing, weights).
+/// model files (architecture, preprocessing, weights), and validation/CASE/
+/// with the latest validation probability maps and truths, ready for
+/// `delineate evaluate --pred OUT/validation --truth OUT/validation`.
 #[derive(clap::Args)]
 pub struct TrainArgs {
     #[arg(long)]
@@ -103,12 +106,30 @@ fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
 }
 
 /// Lesion-wise recall at the given precision over the validation cases.
-fn validation_score(net: &Network<Cpu>, cases: &[Case], tile: [usize; 3], precision: f64) -> f64 {
+/// Lesion-wise recall at the given precision over the validation cases.
+/// The latest probability maps and truths (on the preprocessed grid) are
+/// kept in `save/CASE/`, ready for `delineate evaluate`.
+fn validation_score(
+    net: &Network<Cpu>,
+    cases: &[Case],
+    tile: [usize; 3],
+    precision: f64,
+    save: &std::path::Path,
+) -> f64 {
     let device = Default::default();
     let results: Vec<matching::CaseResult> = cases
         .iter()
         .map(|c| {
             let prob = predict_tiled(net, &c.image, tile, &device);
+            let dir = save.join(&c.name);
+            if std::fs::create_dir_all(&dir).is_ok() {
+                let opts = NiftiWriteOptions::default();
+                if let Err(e) = write_nifti(&dir.join("probability.nii.gz"), &prob, &opts)
+                    .and_then(|_| write_nifti(&dir.join("truth.nii.gz"), &c.truth, &opts))
+                {
+                    tracing::warn!("cannot save validation maps: {e}");
+                }
+            }
             let truth = c.truth.map(|&v| u32::from(v));
             matching::match_case(
                 &c.name,
@@ -226,7 +247,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     let bar = crate::progress::bar("training", "iterations");
     bar.set_length((a.epochs * a.iterations) as u64);
-    let val = |net: &Network<Cpu>| validation_score(net, &val_cases, patch, a.val_precision);
+    let save = a.out.join("validation");
+    let val = |net: &Network<Cpu>| validation_score(net, &val_cases, patch, a.val_precision, &save);
     let validate: Option<Validate<CpuTrain>> = if val_cases.is_empty() {
         None
     } else {
