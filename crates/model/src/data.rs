@@ -13,9 +13,10 @@
 //! (or, without one, over voxels above 10 % of the 99th percentile, which is
 //! the head), clipped to ±5.
 //!
-//! **Augmentation** per patch: a flip along each axis with probability ½,
-//! intensity scale U(0.9, 1.1) and shift U(−0.1, 0.1) (in z-score units),
-//! and Gaussian noise with σ U(0, 0.05).
+//! **Augmentation** per patch: a flip along each axis with probability ½;
+//! for half of the patches a rotation U(±10°) about each axis and a scaling
+//! U(0.9, 1.1) around the patch centre; intensity scale U(0.9, 1.1) and
+//! shift U(−0.1, 0.1) (in z-score units); and noise with σ U(0, 0.05).
 //!
 //! Memory layout: volumes are x-fastest; a patch of size [px, py, pz] is
 //! handed to burn as a tensor [1, pz, py, px] (the network is symmetric in
@@ -172,6 +173,9 @@ pub fn normalise(image: &Volume<f32>, mask: Option<&Volume<bool>>, clip: f32) ->
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Augment {
     pub flips: bool,
+    /// Half of the patches: rotation about each axis U(±10°) and scaling
+    /// U(0.9, 1.1) around the patch centre (trilinear image, nearest truth).
+    pub spatial: bool,
     pub intensity: bool,
     pub noise: bool,
 }
@@ -180,10 +184,67 @@ impl Default for Augment {
     fn default() -> Self {
         Self {
             flips: true,
+            spatial: true,
             intensity: true,
             noise: true,
         }
     }
+}
+
+/// Largest rotation about each axis and scale change of spatial augmentation.
+pub const ROTATION_DEG: f64 = 10.0;
+pub const SCALE: f64 = 0.1;
+
+/// Rotation (about x, y, z in turn) times isotropic scale.
+fn random_transform(rng: &mut ChaCha8Rng) -> [[f64; 3]; 3] {
+    let mut m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    for axis in 0..3 {
+        let a = rng.random_range(-ROTATION_DEG..ROTATION_DEG).to_radians();
+        let (sn, cs) = a.sin_cos();
+        let (p, q) = ((axis + 1) % 3, (axis + 2) % 3);
+        let mut r = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        r[p][p] = cs;
+        r[p][q] = -sn;
+        r[q][p] = sn;
+        r[q][q] = cs;
+        let mut out = [[0.0; 3]; 3];
+        for (i, row) in out.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (0..3).map(|k| r[i][k] * m[k][j]).sum();
+            }
+        }
+        m = out;
+    }
+    let s = rng.random_range(1.0 - SCALE..1.0 + SCALE);
+    m.map(|row| row.map(|v| v * s))
+}
+
+/// Trilinear image value and nearest truth at a continuous index.
+fn sample(case: &Case, p: [f64; 3], fill: f32) -> (f32, u8) {
+    let s = case.image.geometry().size;
+    if p.iter().zip(s).any(|(&c, n)| c < 0.0 || c > (n - 1) as f64) {
+        return (fill, 0);
+    }
+    let i0 = [0, 1, 2].map(|a| (p[a].floor() as usize).min(s[a].saturating_sub(2)));
+    let f = [0, 1, 2].map(|a| (p[a] - i0[a] as f64) as f32);
+    let at = |i: usize, j: usize, k: usize| {
+        let idx = [
+            (i0[0] + i).min(s[0] - 1),
+            (i0[1] + j).min(s[1] - 1),
+            (i0[2] + k).min(s[2] - 1),
+        ];
+        case.image.as_slice()[idx[0] + s[0] * (idx[1] + s[1] * idx[2])]
+    };
+    let mut v = 0.0f32;
+    for (k, wk) in [(0, 1.0 - f[2]), (1, f[2])] {
+        for (j, wj) in [(0, 1.0 - f[1]), (1, f[1])] {
+            for (i, wi) in [(0, 1.0 - f[0]), (1, f[0])] {
+                v += wi * wj * wk * at(i, j, k);
+            }
+        }
+    }
+    let n = [0, 1, 2].map(|a| (p[a].round() as usize).min(s[a] - 1));
+    (v, case.truth.as_slice()[n[0] + s[0] * (n[1] + s[1] * n[2])])
 }
 
 /// Cuts a patch (x-fastest) at `corner`; outside the image it is padded
@@ -207,19 +268,29 @@ pub fn patch(
     let mut img = vec![fill; n];
     let mut tgt = vec![0u8; n];
     let flip = [0; 3].map(|_| aug.flips && rng.random_bool(0.5));
+    let transform = (aug.spatial && rng.random_bool(0.5)).then(|| random_transform(rng));
+    let centre = [0, 1, 2].map(|a| corner[a] as f64 + (size[a] as f64 - 1.0) / 2.0);
     for k in 0..size[2] {
         for j in 0..size[1] {
             for i in 0..size[0] {
-                let src = [corner[0] + i, corner[1] + j, corner[2] + k];
-                if src.iter().zip(s).any(|(&c, n)| c >= n) {
-                    continue;
-                }
                 let d = [
                     if flip[0] { size[0] - 1 - i } else { i },
                     if flip[1] { size[1] - 1 - j } else { j },
                     if flip[2] { size[2] - 1 - k } else { k },
                 ];
                 let dst = d[0] + size[0] * (d[1] + size[1] * d[2]);
+                if let Some(m) = &transform {
+                    let o = [i, j, k].map(|v| v as f64);
+                    let o = [0, 1, 2].map(|a| o[a] - (size[a] as f64 - 1.0) / 2.0);
+                    let p = [0, 1, 2]
+                        .map(|r| centre[r] + m[r][0] * o[0] + m[r][1] * o[1] + m[r][2] * o[2]);
+                    (img[dst], tgt[dst]) = sample(case, p, fill);
+                    continue;
+                }
+                let src = [corner[0] + i, corner[1] + j, corner[2] + k];
+                if src.iter().zip(s).any(|(&c, n)| c >= n) {
+                    continue;
+                }
                 let lin = src[0] + s[0] * (src[1] + s[1] * src[2]);
                 img[dst] = case.image.as_slice()[lin];
                 tgt[dst] = case.truth.as_slice()[lin];

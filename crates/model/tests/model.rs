@@ -532,3 +532,55 @@ fn vnet_and_deepmedic_shapes_and_gradients() {
     );
     assert!(NetworkConfig::new("resnet", None).is_none());
 }
+
+/// Spatial augmentation keeps lesions in place and about their size.
+#[test]
+fn spatial_augmentation_keeps_lesions() {
+    use delineate_model::data::{case_folders, load_case, patch, Augment, Preprocessing};
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_dataset(tmp.path(), 1);
+    let (name, dir) = &case_folders(tmp.path()).unwrap()[0];
+    let case = load_case(name, dir, &Preprocessing::default()).unwrap();
+    let plain = Augment {
+        flips: false,
+        spatial: false,
+        intensity: false,
+        noise: false,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (_, t0) = patch(&case, [0, 0, 0], [24, 24, 24], &plain, &mut rng);
+    assert_eq!(
+        t0,
+        case.truth.as_slice().to_vec(),
+        "without augmentation a patch is a copy"
+    );
+    let n0 = t0.iter().filter(|&&v| v > 0).count() as f64;
+    let spatial = Augment {
+        spatial: true,
+        ..plain
+    };
+    let mut moved = 0;
+    for _ in 0..20 {
+        let (img, t) = patch(&case, [0, 0, 0], [24, 24, 24], &spatial, &mut rng);
+        let n = t.iter().filter(|&&v| v > 0).count() as f64;
+        assert!((n / n0 - 1.0).abs() < 0.45, "lesion voxels {n} vs {n0}");
+        // Lesion voxels stay bright.
+        let bright = t
+            .iter()
+            .zip(&img)
+            .filter(|(&v, _)| v > 0)
+            .map(|(_, &x)| x)
+            .sum::<f32>()
+            / n as f32;
+        let dark = t
+            .iter()
+            .zip(&img)
+            .filter(|(&v, _)| v == 0)
+            .map(|(_, &x)| x)
+            .sum::<f32>()
+            / (t.len() as f64 - n) as f32;
+        assert!(bright > dark + 1.0, "{bright} vs {dark}");
+        moved += usize::from(t != t0);
+    }
+    assert!(moved >= 5, "only {moved} of 20 patches were transformed");
+}

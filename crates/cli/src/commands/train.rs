@@ -228,6 +228,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         augment: if a.no_augment {
             Augment {
                 flips: false,
+                spatial: false,
                 intensity: false,
                 noise: false,
             }
