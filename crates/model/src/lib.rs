@@ -18,6 +18,7 @@ pub mod vnet;
 
 /// The backends: `Flex` on CPU; `Cuda` with the `cuda` feature.
 pub mod backend {
+    pub use burn::tensor::backend::{AutodiffBackend, Backend};
     pub type Cpu = burn::backend::Flex;
     pub type CpuTrain = burn::backend::Autodiff<Cpu>;
     #[cfg(feature = "cuda")]

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use delineate_eval::{curves, matching};
 use delineate_imaging::{write_nifti, NiftiWriteOptions};
-use delineate_model::backend::{Cpu, CpuTrain};
+use delineate_model::backend::{AutodiffBackend, Backend, CpuTrain};
 use delineate_model::data::{case_folders, load_case, Augment, Case, Preprocessing};
 use delineate_model::infer::predict_tiled;
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
 use delineate_model::train::LossKind;
-use delineate_model::trainer::{train, TrainOptions, Validate};
+use delineate_model::trainer::{train, TrainOptions, TrainSummary, Validate};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -106,21 +106,20 @@ fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
 }
 
 /// Lesion-wise recall at the given precision over the validation cases.
-/// Lesion-wise recall at the given precision over the validation cases.
 /// The latest probability maps and truths (on the preprocessed grid) are
 /// kept in `save/CASE/`, ready for `delineate evaluate`.
-fn validation_score(
-    net: &Network<Cpu>,
+fn validation_score<B: Backend>(
+    net: &Network<B>,
+    device: &B::Device,
     cases: &[Case],
     tile: [usize; 3],
     precision: f64,
     save: &std::path::Path,
 ) -> f64 {
-    let device = Default::default();
     let results: Vec<matching::CaseResult> = cases
         .iter()
         .map(|c| {
-            let prob = predict_tiled(net, &c.image, tile, &device);
+            let prob = predict_tiled(net, &c.image, tile, device);
             let dir = save.join(&c.name);
             if std::fs::create_dir_all(&dir).is_ok() {
                 let opts = NiftiWriteOptions::default();
@@ -151,7 +150,7 @@ fn validation_score(
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.device == "cuda" {
+    if a.device == "cuda" && !cfg!(feature = "cuda") {
         bail!("--device cuda: this build has no CUDA backend (build with --features cuda); see docs/training.md");
     }
     let patch = three(&a.patch, "patch")?;
@@ -246,19 +245,63 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .sum::<usize>(),
         val_cases.len()
     );
+    let summary = match a.device.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => fit::<delineate_model::backend::GpuTrain>(
+            &Default::default(),
+            a,
+            &opts,
+            train_cases,
+            &val_cases,
+            patch,
+        )?,
+        _ => fit::<CpuTrain>(
+            &Default::default(),
+            a,
+            &opts,
+            train_cases,
+            &val_cases,
+            patch,
+        )?,
+    };
+    println!(
+        "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
+        summary.iterations,
+        summary.seconds,
+        summary.iterations_per_second,
+        summary.mean_wait_ms,
+        summary.final_loss,
+        summary.best_score.map(|s| format!("; best validation recall {s:.3}")).unwrap_or_default(),
+        summary.model.display()
+    );
+    Ok(())
+}
+
+/// Trains on backend `B`, with a progress bar and validation.
+fn fit<B: AutodiffBackend>(
+    device: &B::Device,
+    a: &TrainArgs,
+    opts: &TrainOptions,
+    train_cases: Vec<Case>,
+    val_cases: &[Case],
+    patch: [usize; 3],
+) -> Result<TrainSummary> {
     let bar = crate::progress::bar("training", "iterations");
     bar.set_length((a.epochs * a.iterations) as u64);
     let save = a.out.join("validation");
-    let val = |net: &Network<Cpu>| validation_score(net, &val_cases, patch, a.val_precision, &save);
-    let validate: Option<Validate<CpuTrain>> = if val_cases.is_empty() {
+    let inner = device.clone();
+    let val = |net: &Network<B::InnerBackend>| {
+        validation_score(net, &inner, val_cases, patch, a.val_precision, &save)
+    };
+    let validate: Option<Validate<B>> = if val_cases.is_empty() {
         None
     } else {
         Some(&val)
     };
-    let summary = train::<CpuTrain>(
-        &Default::default(),
+    let summary = train::<B>(
+        device,
         Arc::new(train_cases),
-        &opts,
+        opts,
         &a.out,
         a.resume,
         validate,
@@ -275,15 +318,5 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    println!(
-        "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
-        summary.iterations,
-        summary.seconds,
-        summary.iterations_per_second,
-        summary.mean_wait_ms,
-        summary.final_loss,
-        summary.best_score.map(|s| format!("; best validation recall {s:.3}")).unwrap_or_default(),
-        summary.model.display()
-    );
-    Ok(())
+    Ok(summary)
 }
