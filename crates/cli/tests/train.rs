@@ -94,7 +94,8 @@ fn trains_writes_a_self_describing_model_and_resumes() {
     assert!(e.contains("--resume"), "{e}");
     let mut more: Vec<&str> = base.to_vec();
     more.extend(["--epochs", "2", "--resume"]);
-    ok(&more);
+    let out = ok(&more);
+    assert!(out.contains("(3 read from the cache)"), "{out}");
     let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()

@@ -314,3 +314,75 @@ pub fn patch(
     }
     (img, tgt)
 }
+
+/// Cache key of a case: the target spacing and the size and modification
+/// time of every source file (FNV-1a, hex).
+fn cache_key(dir: &Path, pre: &Preprocessing) -> String {
+    let mut text = format!("{:?}{}{}", pre.spacing, pre.normalisation, pre.clip);
+    for f in [
+        "image.nii.gz",
+        "truth.nii.gz",
+        "brain.nii.gz",
+        "rtstruct.dcm",
+        "dicom",
+    ] {
+        if let Ok(m) = std::fs::metadata(dir.join(f)) {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            text.push_str(&format!("|{f}:{}:{t}", m.len()));
+        }
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// [`load_case`] through an on-disk cache of preprocessed arrays in
+/// `cache/CASE-KEY/` (uncompressed NIfTI): a changed source file or
+/// preprocessing gives a new key. Returns the case and whether it came
+/// from the cache.
+pub fn load_case_cached(
+    name: &str,
+    dir: &Path,
+    pre: &Preprocessing,
+    cache: &Path,
+) -> Result<(Case, bool), Error> {
+    use delineate_imaging::{read_nifti, write_nifti, NiftiWriteOptions};
+    let slot = cache.join(format!("{name}-{}", cache_key(dir, pre)));
+    let (img_path, tgt_path) = (slot.join("image.nii"), slot.join("truth.nii"));
+    if img_path.is_file() && tgt_path.is_file() {
+        if let (Ok((image, _)), Ok((truth, _))) =
+            (read_nifti::<f32>(&img_path), read_nifti::<u8>(&tgt_path))
+        {
+            if image.geometry().same_grid(truth.geometry(), 1e-6) {
+                let lesions = CaseLesions::from_truth(&truth);
+                return Ok((
+                    Case {
+                        name: name.to_string(),
+                        image,
+                        truth,
+                        lesions,
+                    },
+                    true,
+                ));
+            }
+        }
+    }
+    let case = load_case(name, dir, pre)?;
+    if std::fs::create_dir_all(&slot).is_ok() {
+        let o = NiftiWriteOptions::default();
+        // A cache that cannot be written only costs time next run.
+        if let Err(e) = write_nifti(&img_path, &case.image, &o)
+            .and_then(|_| write_nifti(&tgt_path, &case.truth, &o))
+        {
+            tracing::warn!("cannot cache {name}: {e}");
+        }
+    }
+    Ok((case, false))
+}

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 //! Losses against hand-computed values and finite differences, inverse
 //! weights on a known mask, U-Net shapes and gradients, and sampling
 //! statistics.
@@ -251,6 +251,32 @@ fn tumor_sampling_gives_every_lesion_the_same_chance() {
     let half = count(Sampling::Tumor { p: 0.5 }, &mut rng);
     let targeted: usize = half.iter().sum();
     assert!((targeted as f64 / n as f64 - 0.5).abs() < 0.02);
+    // Uniform: patients equally often, centres spread evenly (mean at the
+    // image centre, each octant about 1/8).
+    let u = PatchSampler::new(cases.clone(), Sampling::Uniform, [16, 16, 16]);
+    let (mut per_case, mut octant, mut sum) = ([0usize; 2], [0usize; 8], [0f64; 3]);
+    for _ in 0..n {
+        let d = u.draw(&mut rng).unwrap();
+        assert!(d.lesion.is_none());
+        per_case[d.case] += 1;
+        let o = (0..3)
+            .map(|a| usize::from(d.centre[a] >= 20) << a)
+            .sum::<usize>();
+        octant[o] += 1;
+        for a in 0..3 {
+            sum[a] += d.centre[a] as f64;
+        }
+    }
+    assert!(
+        (per_case[0] as f64 / n as f64 - 0.5).abs() < 0.02,
+        "{per_case:?}"
+    );
+    for o in octant {
+        assert!((o as f64 / n as f64 - 0.125).abs() < 0.015, "{octant:?}");
+    }
+    for a in sum {
+        assert!((a / n as f64 - 19.5).abs() < 0.5);
+    }
     // Corners keep the patch inside the image.
     let s = PatchSampler::new(cases, Sampling::Uniform, [16, 16, 16]);
     for _ in 0..1000 {

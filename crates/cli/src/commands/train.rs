@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use delineate_eval::{curves, matching};
 use delineate_imaging::{write_nifti, NiftiWriteOptions};
 use delineate_model::backend::{AutodiffBackend, Backend, CpuTrain};
-use delineate_model::data::{case_folders, load_case, Augment, Case, Preprocessing};
+use delineate_model::data::{
+    case_folders, load_case, load_case_cached, Augment, Case, Preprocessing,
+};
 use delineate_model::infer::predict_tiled;
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
@@ -83,6 +85,10 @@ pub struct TrainArgs {
     /// The fold held out for validation (0-based).
     #[arg(long, default_value_t = 0)]
     pub fold: usize,
+    /// Cases kept out of training and validation altogether (a test set,
+    /// chosen by the seed; listed in OUT/holdout.json).
+    #[arg(long, default_value_t = 0)]
+    pub holdout: usize,
     /// Validation score: lesion-wise recall at this precision.
     #[arg(long, default_value_t = 0.8)]
     pub val_precision: f64,
@@ -91,6 +97,11 @@ pub struct TrainArgs {
     pub spacing: Vec<f64>,
     #[arg(long)]
     pub no_augment: bool,
+    /// Where preprocessed cases are cached (default DATA/.delineate-cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
     #[arg(long)]
     pub resume: bool,
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
@@ -175,19 +186,39 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     // Patient-wise split: shuffle names with the seed, fold k of K held out.
     let mut order: Vec<usize> = (0..folders.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
-    let is_val = |i: usize| {
-        a.folds > 0
-            && order
-                .iter()
-                .position(|&o| o == i)
-                .is_some_and(|p| p % a.folds == a.fold)
-    };
+    // The first --holdout cases of that order are a test set, used by no fold.
+    let position = |i: usize| order.iter().position(|&o| o == i).unwrap_or(0);
+    let is_test = |i: usize| position(i) < a.holdout;
+    let is_val =
+        |i: usize| a.folds > 0 && (position(i) - a.holdout.min(position(i))) % a.folds == a.fold;
+    if a.holdout >= folders.len() {
+        bail!("--holdout {}: only {} cases", a.holdout, folders.len());
+    }
+    let cache = a
+        .cache
+        .clone()
+        .unwrap_or_else(|| a.data.join(".delineate-cache"));
+    let mut cached = 0usize;
     let pb = crate::progress::bar("loading", "cases");
     pb.set_length(folders.len() as u64);
     let mut train_cases = Vec::new();
     let mut val_cases = Vec::new();
+    let mut test_names = Vec::new();
     for (i, (name, dir)) in folders.iter().enumerate() {
-        let c = load_case(name, dir, &pre).with_context(|| format!("case {name}"))?;
+        if is_test(i) {
+            test_names.push(name.clone());
+            pb.inc(1);
+            continue;
+        }
+        let c = if a.no_cache {
+            load_case(name, dir, &pre)
+        } else {
+            load_case_cached(name, dir, &pre, &cache).map(|(c, hit)| {
+                cached += usize::from(hit);
+                c
+            })
+        }
+        .with_context(|| format!("case {name}"))?;
         if is_val(i) {
             val_cases.push(c);
         } else {
@@ -196,6 +227,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if a.holdout > 0 {
+        std::fs::create_dir_all(&a.out)
+            .with_context(|| format!("{}: cannot create", a.out.display()))?;
+        let list = serde_json::json!({ "seed": a.seed, "holdout": test_names });
+        std::fs::write(a.out.join("holdout.json"), format!("{list:#}\n"))
+            .with_context(|| format!("{}: cannot write holdout.json", a.out.display()))?;
+    }
     if train_cases.is_empty() {
         bail!(
             "{}: no training cases left after holding out fold {}",
@@ -237,7 +275,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         preprocessing: pre,
     };
     println!(
-        "{} training cases ({} lesions), {} validation cases",
+        "{} training cases ({} lesions), {} validation cases ({cached} read from the cache)",
         train_cases.len(),
         train_cases
             .iter()
