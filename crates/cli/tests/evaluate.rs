@@ -14,28 +14,6 @@ fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// A small synth dataset of metastases on 1 mm grids.
-fn synth_mets(out: &Path, cases: &str, seed: &str, count: &str, extra: &[&str]) {
-    let o = s(out);
-    let mut args = vec![
-        "synth",
-        "--cases",
-        cases,
-        "--seed",
-        seed,
-        "--out",
-        &o,
-        "--kinds",
-        "met",
-        "--met-count",
-        count,
-        "--grid",
-        "1mm",
-    ];
-    args.extend_from_slice(extra);
-    ok(&args);
-}
-
 fn script() -> String {
     format!("{}/tests/picai_conformance.py", env!("CARGO_MANIFEST_DIR"))
 }

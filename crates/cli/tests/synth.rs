@@ -15,26 +15,9 @@ fn s(p: &Path) -> String {
 }
 
 fn synth(out: &Path, seed: &str, extra: &[&str]) -> String {
-    let o = s(out);
-    let mut args = vec![
-        "synth",
-        "--cases",
-        "2",
-        "--seed",
-        seed,
-        "--out",
-        &o,
-        "--kinds",
-        "met",
-        "--met-count",
-        "3-3",
-        "--met-diameter",
-        "6-20",
-        "--grid",
-        "1mm",
-    ];
+    let mut args = vec!["--met-diameter", "6-20"];
     args.extend_from_slice(extra);
-    ok(&args)
+    synth_mets(out, "2", seed, "3-3", &args)
 }
 
 #[test]

@@ -178,3 +178,25 @@ print(json.dumps({{
         canonical = if canonical { "True" } else { "False" }
     ))
 }
+
+/// `delineate synth` of metastases only, on 1 mm grids; returns stdout.
+pub fn synth_mets(out: &Path, cases: &str, seed: &str, count: &str, extra: &[&str]) -> String {
+    let o = out.to_string_lossy().into_owned();
+    let mut args = vec![
+        "synth",
+        "--cases",
+        cases,
+        "--seed",
+        seed,
+        "--out",
+        &o,
+        "--kinds",
+        "met",
+        "--met-count",
+        count,
+        "--grid",
+        "1mm",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
