@@ -18,7 +18,7 @@ use delineate_model::trainer::{train, TrainOptions, TrainSummary, Validate};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-/// Train the 3D U-Net on cases (NIfTI image + truth, or DICOM + RTSTRUCT).
+/// Train the 3D U-Net, V-Net or DeepMedic on cases (NIfTI or DICOM + RTSTRUCT).
 ///
 /// DATA holds one folder per case: image.nii.gz + truth.nii.gz (+
 /// brain.nii.gz), as `delineate synth` writes, or dicom/ + rtstruct.dcm.
@@ -37,8 +37,10 @@ use rand::SeedableRng;
 /// `delineate evaluate --pred OUT/validation --truth OUT/validation`.
 #[derive(clap::Args)]
 pub struct TrainArgs {
+    /// Dataset folder: one subfolder per case.
     #[arg(long)]
     pub data: PathBuf,
+    /// Run folder (created; --resume to continue a run there).
     #[arg(long)]
     pub out: PathBuf,
     /// unet3d (the paper's final model), vnet or deepmedic.
