@@ -4,14 +4,18 @@
 //! Layout: the 16-byte magic `DELINEATE-MODEL\n`, a little-endian u64 length,
 //! that many bytes of JSON ([`ModelInfo`]: format version, delineate
 //! version, architecture and its configuration, preprocessing, patch size,
-//! training summary), then the weights as burn's binary record (full
-//! precision).
+//! training summary), then the weights as burn's named MessagePack record
+//! (full precision). burn's bincode recorder panics on damaged input; this
+//! one returns an error, and the loaded tensor shapes are checked against
+//! the architecture, so a damaged file is refused by name.
 
 use std::path::Path;
 
 use burn::module::Module;
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::module::{ModuleVisitor, Param};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Preprocessing;
@@ -40,7 +44,7 @@ pub struct ModelInfo {
 pub fn to_bytes<B: Backend>(net: &Network<B>, info: &ModelInfo) -> Result<Vec<u8>, Error> {
     let json =
         serde_json::to_vec(info).map_err(|e| Error::Input(format!("model description: {e}")))?;
-    let weights = BinBytesRecorder::<FullPrecisionSettings>::default()
+    let weights = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
         .record(net.clone().into_record(), ())
         .map_err(|e| Error::Input(format!("cannot serialise the weights: {e}")))?;
     let mut out = Vec::with_capacity(24 + json.len() + weights.len());
@@ -94,8 +98,30 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Network<B>, 
         std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     let (info, weights) = parse(&bytes, path)?;
     let net = info.network.init::<B>(device);
-    let record = BinBytesRecorder::<FullPrecisionSettings>::default()
+    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
         .load(weights.to_vec(), device)
         .map_err(|e| Error::Input(format!("{}: cannot read the weights: {e}", path.display())))?;
-    Ok((net.load_record(record), info))
+    let expected = shapes(&net);
+    let net = net.load_record(record);
+    if shapes(&net) != expected {
+        return Err(Error::Input(format!(
+            "{}: the weights do not fit the {} described in the file (damaged?)",
+            path.display(),
+            info.network.name()
+        )));
+    }
+    Ok((net, info))
+}
+
+/// Shapes of every float parameter, in visiting order.
+fn shapes<B: Backend>(net: &Network<B>) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.val().dims().to_vec());
+        }
+    }
+    let mut v = Shapes(Vec::new());
+    net.visit(&mut v);
+    v.0
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, Optimizer, SgdConfig};
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -170,7 +170,7 @@ where
     O: Optimizer<Network<B>, B>,
     Network<B>: AutodiffModule<B>,
 {
-    let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let json = serde_json::to_vec(header).map_err(|e| Error::Input(e.to_string()))?;
     let model = rec
         .record(burn::module::Module::into_record(net.clone()), ())
@@ -231,7 +231,7 @@ where
     let header: CheckpointHeader = serde_json::from_slice(part()?).map_err(|_| bad())?;
     let model = part()?.to_vec();
     let optim = bytes[at..].to_vec();
-    let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let net = burn::module::Module::load_record(net, rec.load(model, device).map_err(|_| bad())?);
     let opt = opt.load_record(rec.load(optim, device).map_err(|_| bad())?);
     Ok((net, opt, header))

@@ -610,3 +610,45 @@ fn spatial_augmentation_keeps_lesions() {
     }
     assert!(moved >= 5, "only {moved} of 20 patches were transformed");
 }
+
+/// Damaged model files give errors naming the file, not panics.
+#[test]
+fn damaged_model_files_are_refused() {
+    use delineate_model::modelfile;
+    let _guard = burn_rng();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.dlm");
+    let net = delineate_model::network::NetworkConfig::new("unet3d", Some(vec![4, 8])).unwrap();
+    let info = modelfile::ModelInfo {
+        format_version: modelfile::FORMAT_VERSION,
+        delineate_version: "test".into(),
+        network: net.clone(),
+        preprocessing: delineate_model::data::Preprocessing::default(),
+        patch: [16, 16, 16],
+        training: serde_json::json!({}),
+    };
+    let bytes = modelfile::to_bytes(&net.init::<B>(&Default::default()), &info).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(modelfile::load::<B>(&path, &Default::default()).is_ok());
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for cut in [0, 10, 23, 40, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let e = modelfile::load::<B>(&path, &Default::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("m.dlm"), "cut at {cut}: {e}");
+    }
+    for _ in 0..20 {
+        let mut b = bytes.clone();
+        for _ in 0..8 {
+            let i = rand::Rng::random_range(&mut rng, 0..b.len());
+            b[i] = rand::Rng::random(&mut rng);
+        }
+        std::fs::write(&path, &b).unwrap();
+        // Either still loadable (a flipped weight) or a clean error.
+        if let Err(e) = modelfile::load::<B>(&path, &Default::default()) {
+            assert!(e.to_string().contains("m.dlm"), "{e}");
+        }
+    }
+}
