@@ -17,6 +17,7 @@ pub mod geometry;
 pub mod measure;
 pub mod morphology;
 pub mod nifti_io;
+pub mod nifti_write;
 mod nifti_xform;
 pub mod orient;
 pub mod resample;
