@@ -251,32 +251,23 @@ pub fn train<B>(
 where
     B: AutodiffBackend,
 {
+    let session = Session::<B> {
+        device,
+        cases,
+        opts,
+        run,
+        resume,
+        validate,
+        on_progress,
+    };
     match opts.optimizer.as_str() {
-        "adam" => run_loop::<B, _>(
-            device,
-            cases,
-            opts,
-            run,
-            resume,
-            validate,
-            on_progress,
-            AdamConfig::new().init(),
-        ),
+        "adam" => run_loop(session, AdamConfig::new().init()),
         "sgd" => {
             let m = MomentumConfig::new()
                 .with_momentum(0.9)
                 .with_dampening(0.0)
                 .with_nesterov(true);
-            run_loop::<B, _>(
-                device,
-                cases,
-                opts,
-                run,
-                resume,
-                validate,
-                on_progress,
-                SgdConfig::new().with_momentum(Some(m)).init(),
-            )
+            run_loop(session, SgdConfig::new().with_momentum(Some(m)).init())
         }
         other => Err(Error::Input(format!(
             "--optimizer {other}: use adam or sgd"
@@ -284,21 +275,31 @@ where
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_loop<B, O>(
-    device: &B::Device,
+/// Everything a training run needs besides its optimiser.
+struct Session<'a, B: AutodiffBackend> {
+    device: &'a B::Device,
     cases: Arc<Vec<Case>>,
-    opts: &TrainOptions,
-    run: &Path,
+    opts: &'a TrainOptions,
+    run: &'a Path,
     resume: bool,
-    validate: Option<Validate<'_, B>>,
-    on_progress: &dyn Fn(&Progress),
-    opt: O,
-) -> Result<TrainSummary, Error>
+    validate: Option<Validate<'a, B>>,
+    on_progress: &'a dyn Fn(&Progress),
+}
+
+fn run_loop<B, O>(session: Session<'_, B>, opt: O) -> Result<TrainSummary, Error>
 where
     B: AutodiffBackend,
     O: Optimizer<Network<B>, B>,
 {
+    let Session {
+        device,
+        cases,
+        opts,
+        run,
+        resume,
+        validate,
+        on_progress,
+    } = session;
     if cases.is_empty() {
         return Err(Error::Input("no training cases".into()));
     }
