@@ -53,6 +53,44 @@ where
     Ok(())
 }
 
+/// Trilinear value of `vol` at the continuous voxel index `p`; `None` when
+/// `p` lies more than `border` voxels beyond the outermost voxel centres
+/// (positions between the border and the centres take the edge values).
+pub fn trilinear_at(vol: &Volume<f32>, p: [f64; 3], border: f64) -> Option<f32> {
+    let [sx, sy, sz] = vol.geometry().size;
+    let data = vol.as_slice();
+    let mut w = [[0usize; 2]; 3];
+    let mut t = [0.0f64; 3];
+    for a in 0..3 {
+        let n = [sx, sy, sz][a];
+        let x = p[a];
+        if !(x >= -border && x <= n as f64 - 1.0 + border) {
+            return None;
+        }
+        let xc = x.clamp(0.0, (n - 1) as f64);
+        let x0 = (xc.floor() as usize).min(n - 1);
+        let x1 = (x0 + 1).min(n - 1);
+        w[a] = [x0, x1];
+        t[a] = xc - x0 as f64;
+    }
+    let at = |i: usize, j: usize, k: usize| data[i + sx * (j + sy * k)] as f64;
+    let mut acc = 0.0;
+    for (dk, wk) in [(0, 1.0 - t[2]), (1, t[2])] {
+        if wk == 0.0 {
+            continue;
+        }
+        for (dj, wj) in [(0, 1.0 - t[1]), (1, t[1])] {
+            if wj == 0.0 {
+                continue;
+            }
+            let (k, j) = (w[2][dk], w[1][dj]);
+            let row_val = at(w[0][0], j, k) * (1.0 - t[0]) + at(w[0][1], j, k) * t[0];
+            acc += wk * wj * row_val;
+        }
+    }
+    Some(acc as f32)
+}
+
 /// Trilinear resampling of an image onto `target`.
 pub fn resample_linear(
     src: &Volume<f32>,
@@ -60,48 +98,14 @@ pub fn resample_linear(
     fill: f32,
 ) -> Result<Volume<f32>, Error> {
     let g = src.geometry();
-    let [sx, sy, sz] = g.size;
-    let data = src.as_slice();
     let mut out = vec![fill; target.len()];
     for_each_row(g, target, &mut out, |row, start, step| {
         for (i, o) in row.iter_mut().enumerate() {
             let p = start + step * i as f64;
-            let mut w = [[0usize; 2]; 3];
-            let mut t = [0.0f64; 3];
-            let mut inside = true;
-            for a in 0..3 {
-                let n = [sx, sy, sz][a];
-                let x = p[a];
-                // Half a voxel beyond the outermost centre still belongs to the grid.
-                if !(x >= -0.5 && x <= n as f64 - 0.5) {
-                    inside = false;
-                    break;
-                }
-                let xc = x.clamp(0.0, (n - 1) as f64);
-                let x0 = (xc.floor() as usize).min(n - 1);
-                let x1 = (x0 + 1).min(n - 1);
-                w[a] = [x0, x1];
-                t[a] = xc - x0 as f64;
+            // Half a voxel beyond the outermost centre still belongs to the grid.
+            if let Some(v) = trilinear_at(src, [p[0], p[1], p[2]], 0.5) {
+                *o = v;
             }
-            if !inside {
-                continue;
-            }
-            let at = |i: usize, j: usize, k: usize| data[i + sx * (j + sy * k)] as f64;
-            let mut acc = 0.0;
-            for (dk, wk) in [(0, 1.0 - t[2]), (1, t[2])] {
-                if wk == 0.0 {
-                    continue;
-                }
-                for (dj, wj) in [(0, 1.0 - t[1]), (1, t[1])] {
-                    if wj == 0.0 {
-                        continue;
-                    }
-                    let (k, j) = (w[2][dk], w[1][dj]);
-                    let row_val = at(w[0][0], j, k) * (1.0 - t[0]) + at(w[0][1], j, k) * t[0];
-                    acc += wk * wj * row_val;
-                }
-            }
-            *o = acc as f32;
         }
     })?;
     Volume::from_vec(target.clone(), out)

@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use delineate_dicom::{read_rtstruct, read_series, ReadOptions};
+use delineate_imaging::resample::trilinear_at;
 use delineate_imaging::{read_nifti_f32, resample_labels, resample_linear, Volume};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -221,28 +222,10 @@ fn random_transform(rng: &mut ChaCha8Rng) -> [[f64; 3]; 3] {
 
 /// Trilinear image value and nearest truth at a continuous index.
 fn sample(case: &Case, p: [f64; 3], fill: f32) -> (f32, u8) {
-    let s = case.image.geometry().size;
-    if p.iter().zip(s).any(|(&c, n)| c < 0.0 || c > (n - 1) as f64) {
+    let Some(v) = trilinear_at(&case.image, p, 0.0) else {
         return (fill, 0);
-    }
-    let i0 = [0, 1, 2].map(|a| (p[a].floor() as usize).min(s[a].saturating_sub(2)));
-    let f = [0, 1, 2].map(|a| (p[a] - i0[a] as f64) as f32);
-    let at = |i: usize, j: usize, k: usize| {
-        let idx = [
-            (i0[0] + i).min(s[0] - 1),
-            (i0[1] + j).min(s[1] - 1),
-            (i0[2] + k).min(s[2] - 1),
-        ];
-        case.image.as_slice()[idx[0] + s[0] * (idx[1] + s[1] * idx[2])]
     };
-    let mut v = 0.0f32;
-    for (k, wk) in [(0, 1.0 - f[2]), (1, f[2])] {
-        for (j, wj) in [(0, 1.0 - f[1]), (1, f[1])] {
-            for (i, wi) in [(0, 1.0 - f[0]), (1, f[0])] {
-                v += wi * wj * wk * at(i, j, k);
-            }
-        }
-    }
+    let s = case.truth.geometry().size;
     let n = [0, 1, 2].map(|a| (p[a].round() as usize).min(s[a] - 1));
     (v, case.truth.as_slice()[n[0] + s[0] * (n[1] + s[1] * n[2])])
 }

@@ -58,6 +58,9 @@ impl WorldToIndex {
     }
 
     /// Trilinear interpolation of `vol` at world point `x`; `outside` beyond the grid.
+    /// (Not `imaging::resample::trilinear_at`: this is the inner loop of
+    /// rendering, several samples per output voxel, so it stays in f32 with
+    /// no branches per corner; and changing it would change every case's bytes.)
     pub fn linear(&self, vol: &Volume<f32>, x: V3, outside: f32) -> f32 {
         let p = self.index(x);
         let s = self.size;
