@@ -115,3 +115,18 @@ pub fn load(path: &Path, series: &SeriesArgs) -> Result<Loaded> {
         }
     }
 }
+
+/// Creates an output folder that must not exist yet or be empty.
+pub fn fresh_output_dir(dir: &Path) -> Result<()> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{}: the output folder exists and is not empty",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
+}

@@ -43,6 +43,8 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     Study(commands::study::StudyArgs),
     Train(commands::train::TrainArgs),
+    Segment(commands::segment::SegmentArgs),
+    Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,8 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => commands::evaluate::run(&a),
         Command::Study(a) => commands::study::run(&a),
         Command::Train(a) => commands::train::run(&a),
+        Command::Segment(a) => commands::segment::run(&a),
+        Command::Demo(a) => commands::demo::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cases;
 pub mod curves;
 pub mod matching;
+pub mod overlay;
 pub mod plots;
 pub mod report;
 pub mod stats;

@@ -49,3 +49,18 @@ pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
         Ok(())
     }
 }
+
+/// Writes an 8-bit RGB image as PNG, atomically.
+pub fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), Error> {
+    write_atomically(path, ".png", |_, file| {
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc
+            .write_header()
+            .map_err(|e| format!("cannot write PNG: {e}"))?;
+        w.write_image_data(rgb)
+            .map_err(|e| format!("cannot write PNG: {e}"))?;
+        w.finish().map_err(|e| format!("cannot write PNG: {e}"))
+    })
+}

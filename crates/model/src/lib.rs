@@ -6,11 +6,13 @@
 
 pub mod data;
 pub mod deepmedic;
+pub mod fast;
 pub mod infer;
 pub mod losses;
 pub mod modelfile;
 pub mod network;
 pub mod sampling;
+pub mod segment;
 pub mod train;
 pub mod trainer;
 pub mod unet;

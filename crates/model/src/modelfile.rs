@@ -83,6 +83,15 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(ModelInfo, &'a [u8]), 
     }
     let info: ModelInfo = serde_json::from_slice(&bytes[24..24 + len as usize])
         .map_err(|e| bad(&format!("description: {e}")))?;
+    if info.format_version > FORMAT_VERSION {
+        return Err(Error::Input(format!(
+            "{}: model format version {} was made by delineate {}, newer than this build ({}, which reads format {FORMAT_VERSION}); upgrade delineate",
+            path.display(),
+            info.format_version,
+            info.delineate_version,
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
     if info.format_version != FORMAT_VERSION {
         return Err(bad(&format!(
             "format version {} (this build reads {FORMAT_VERSION})",
@@ -96,7 +105,16 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(ModelInfo, &'a [u8]), 
 pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Network<B>, ModelInfo), Error> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-    let (info, weights) = parse(&bytes, path)?;
+    from_bytes(&bytes, path, device)
+}
+
+/// Loads a model from the bytes of a model file (`path` names it in errors).
+pub fn from_bytes<B: Backend>(
+    bytes: &[u8],
+    path: &Path,
+    device: &B::Device,
+) -> Result<(Network<B>, ModelInfo), Error> {
+    let (info, weights) = parse(bytes, path)?;
     let net = info.network.init::<B>(device);
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
         .load(weights.to_vec(), device)

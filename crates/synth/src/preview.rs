@@ -118,23 +118,8 @@ pub fn write_preview(path: &Path, case: &SynthCase) -> Result<(), Error> {
         root.present()
             .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     }
-    delineate_imaging::atomic::write_atomically(path, ".png", |_, file| {
-        encode_png(file, &buf, width, height)
-    })?;
+    delineate_imaging::atomic::write_png(path, &buf, width, height)?;
     Ok(())
-}
-
-/// Encodes an RGB buffer as PNG.
-pub fn encode_png(file: &std::fs::File, rgb: &[u8], width: u32, height: u32) -> Result<(), String> {
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc
-        .write_header()
-        .map_err(|e| format!("cannot write PNG: {e}"))?;
-    w.write_image_data(rgb)
-        .map_err(|e| format!("cannot write PNG: {e}"))?;
-    w.finish().map_err(|e| format!("cannot write PNG: {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
 pub mod convert;
+pub mod demo;
 pub mod dicom;
 pub mod evaluate;
 pub mod info;
 pub mod rtstruct;
+pub mod segment;
 pub mod study;
 pub mod synth;
 pub mod train;

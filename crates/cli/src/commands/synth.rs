@@ -156,18 +156,7 @@ pub fn run(a: &SynthArgs) -> Result<()> {
     if a.cases == 0 {
         bail!("--cases: must be at least 1");
     }
-    if a.out.exists()
-        && std::fs::read_dir(&a.out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        bail!(
-            "{}: the output folder exists and is not empty",
-            a.out.display()
-        );
-    }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create", a.out.display()))?;
+    crate::input::fresh_output_dir(&a.out)?;
     let source = if a.phantom {
         TemplateSource::Phantom
     } else if let Some(t) = &a.template {

@@ -10,7 +10,7 @@ use delineate_model::backend::{AutodiffBackend, Backend, CpuTrain};
 use delineate_model::data::{
     case_folders, load_case, load_case_cached, Augment, Case, Preprocessing,
 };
-use delineate_model::infer::predict_tiled;
+use delineate_model::infer::{predict_sliding, BurnPredictor, SlidingOptions};
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
 use delineate_model::train::LossKind;
@@ -132,7 +132,19 @@ fn validation_score<B: Backend>(
     let results: Vec<matching::CaseResult> = cases
         .iter()
         .map(|c| {
-            let prob = predict_tiled(net, &c.image, tile, device);
+            // Non-overlapping windows: validation ranks epochs, it need not
+            // be the best possible prediction.
+            let opts = SlidingOptions {
+                tile,
+                overlap: 0.0,
+                mirror: false,
+            };
+            let prob = predict_sliding(
+                &BurnPredictor { net, device },
+                &c.image,
+                &opts,
+                &mut |_, _| {},
+            );
             let dir = save.join(&c.name);
             if std::fs::create_dir_all(&dir).is_ok() {
                 let opts = NiftiWriteOptions::default();

@@ -1,0 +1,536 @@
+//! `delineate segment`: contours for a brain MRI (DICOM series, NIfTI file,
+//! or a folder of cases).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use delineate_dicom::{write_mr_series, RoiSpec, RtStructOptions, SeriesMeta, SeriesWriteOptions};
+use delineate_imaging::{write_nifti, AnyVolume, NiftiWriteOptions, Volume};
+use delineate_model::backend::Backend;
+use delineate_model::fast::FastUNet;
+use delineate_model::infer::{BurnPredictor, TilePredictor};
+use delineate_model::modelfile::{self, ModelInfo};
+use delineate_model::network::Network;
+use delineate_model::segment::{segment, Lesion, SegmentOptions, Segmentation};
+
+use crate::input::{self, SeriesArgs, Source};
+
+/// The model shipped with delineate (docs/model-card.md): a 3D U-Net
+/// trained on synthetic cases; research use only.
+pub static SHIPPED_MODEL: &[u8] = include_bytes!("../../../../models/unet-synth.dlm");
+/// Default window overlap (docs/inference.md: measured choice).
+pub const DEFAULT_OVERLAP: f64 = 0.5;
+pub const SHIPPED_MODEL_NAME: &str = "models/unet-synth.dlm (built in)";
+
+/// Contour lesions on a contrast-enhanced T1 MRI.
+///
+/// INPUT is a DICOM folder (one series, or choose with --series), a NIfTI
+/// file, or a folder of cases (CASE/dicom/, CASE/image.nii.gz, or *.nii.gz
+/// files) for batch mode, which writes OUT/CASE/ for each.
+///
+/// Steps: resample to the model's spacing and normalise as the model file
+/// says; sliding-window inference with Gaussian weighting (--overlap),
+/// optionally with mirror test-time augmentation (--tta); probabilities back
+/// on the input grid; threshold; 26-connected components are the lesions,
+/// numbered by decreasing confidence.
+///
+/// OUT gets probability.nii.gz (float32, input grid), mask.nii.gz (label n
+/// = lesion n), lesions.json (volume, equivalent diameter, LPS centroid,
+/// max and mean probability per lesion; timings), and for DICOM input
+/// rtstruct.dcm on the input series (one ROI per lesion, confidence in the
+/// ROI description; --seg adds seg.dcm). With --dicom-out a NIfTI input is
+/// also written as a DICOM series (OUT/dicom/) that the RTSTRUCT references.
+/// Files appear only when all of them are complete.
+#[derive(clap::Args)]
+pub struct SegmentArgs {
+    /// DICOM folder, NIfTI file, or folder of cases.
+    pub input: PathBuf,
+    /// Output folder (created; existing files of the same names are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model file (.dlm from `delineate train`); default: the built-in model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// CPU network engine: "fast" (channels-last GEMM convolutions,
+    /// docs/inference.md; U-Net only) or "burn" (burn's flex backend, the
+    /// reference). Default: fast for a U-Net on CPU.
+    #[arg(long, value_parser = ["fast", "burn"])]
+    pub engine: Option<String>,
+    /// Voxels with probability above this are lesion; default: the
+    /// model's operating threshold (chosen on validation cases and stored
+    /// in the model file), or 0.5 when it has none.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Mirror test-time augmentation: average over the 8 flips (8× slower).
+    #[arg(long)]
+    pub tta: bool,
+    /// Minimum overlap of neighbouring windows (fraction of a window).
+    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
+    pub overlap: f64,
+    /// Window size in voxels of the model grid (x,y,z or one value);
+    /// default: the model's training patch.
+    #[arg(long, value_delimiter = ',')]
+    pub tile: Vec<usize>,
+    /// Also write seg.dcm (DICOM Segmentation) for DICOM output.
+    #[arg(long)]
+    pub seg: bool,
+    /// NIfTI input: also write it as a DICOM MR series (OUT/dicom/) with an
+    /// RTSTRUCT referencing it.
+    #[arg(long)]
+    pub dicom_out: bool,
+    #[command(flatten)]
+    pub series: SeriesArgs,
+}
+
+/// What one case produced (for batch summaries and the demo).
+pub struct CaseOutput {
+    pub name: String,
+    pub out: PathBuf,
+    pub lesions: Vec<Lesion>,
+    pub timings: Vec<(String, f64)>,
+    pub seconds: f64,
+    pub rtstruct: Option<PathBuf>,
+}
+
+/// A loaded model on some backend (with its packed fast CPU form when that
+/// is the engine).
+pub struct Loaded<B: Backend> {
+    pub net: Network<B>,
+    pub info: ModelInfo,
+    pub name: String,
+    pub fast: Option<FastUNet>,
+    pub device: B::Device,
+}
+
+impl<B: Backend> Loaded<B> {
+    /// The engine that runs the windows.
+    pub fn predictor(&self) -> Box<dyn TilePredictor + '_> {
+        match &self.fast {
+            Some(f) => Box::new(f),
+            None => Box::new(BurnPredictor {
+                net: &self.net,
+                device: &self.device,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast CPU"
+        } else {
+            "burn"
+        }
+    }
+}
+
+/// Loads the model; `fast` packs a U-Net for the fast CPU engine.
+pub fn load_model<B: Backend>(
+    path: Option<&Path>,
+    device: &B::Device,
+    fast: bool,
+) -> Result<Loaded<B>> {
+    let (net, info, name) = match path {
+        Some(p) => {
+            let (n, i) = modelfile::load::<B>(p, device)?;
+            (n, i, p.display().to_string())
+        }
+        None => {
+            let (n, i) =
+                modelfile::from_bytes::<B>(SHIPPED_MODEL, Path::new(SHIPPED_MODEL_NAME), device)?;
+            (n, i, SHIPPED_MODEL_NAME.to_string())
+        }
+    };
+    let fast = match (&net, fast) {
+        (Network::UNet(u), true) => Some(FastUNet::from_unet(u)),
+        _ => None,
+    };
+    Ok(Loaded {
+        net,
+        info,
+        name,
+        fast,
+        device: device.clone(),
+    })
+}
+
+/// One input of a batch: its name and path.
+fn batch_cases(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
+    let mut cases = Vec::new();
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read", dir.display()))?;
+    let mut top_level_files = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            if p.join("dicom").is_dir() {
+                cases.push((name, p.join("dicom")));
+            } else if p.join("image.nii.gz").is_file() {
+                cases.push((name, p.join("image.nii.gz")));
+            } else if p.join("image.nii").is_file() {
+                cases.push((name, p.join("image.nii")));
+            }
+        } else {
+            top_level_files += 1;
+            for ext in [".nii.gz", ".nii"] {
+                if let Some(stem) = name.strip_suffix(ext) {
+                    cases.push((stem.to_string(), p.clone()));
+                    top_level_files -= 1;
+                    break;
+                }
+            }
+        }
+    }
+    // A folder of DICOM files is one series, not a batch.
+    if cases.is_empty() || top_level_files > 0 {
+        return Ok(None);
+    }
+    cases.sort();
+    Ok(Some(cases))
+}
+
+pub fn run(a: &SegmentArgs) -> Result<()> {
+    if a.device == "cuda" && !cfg!(feature = "cuda") {
+        bail!("--device cuda: this build has no CUDA backend (build with --features cuda); see docs/training.md");
+    }
+    match a.device.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => run_on::<delineate_model::backend::Gpu>(a, &Default::default()),
+        _ => run_on::<delineate_model::backend::Cpu>(a, &Default::default()),
+    }
+}
+
+fn run_on<B: Backend>(a: &SegmentArgs, device: &B::Device) -> Result<()> {
+    let t = Instant::now();
+    let fast = a.device == "cpu" && a.engine.as_deref() != Some("burn");
+    let model = load_model::<B>(a.model.as_deref(), device, fast)?;
+    if a.engine.as_deref() == Some("fast") && model.fast.is_none() {
+        bail!(
+            "--engine fast: covers the U-Net on CPU; this model is a {} (use --engine burn)",
+            model.info.network.name()
+        );
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    tracing::info!(seconds = load_s, model = %model.name, "loaded the model");
+    let batch = if a.input.is_dir() {
+        batch_cases(&a.input)?
+    } else {
+        None
+    };
+    let Some(cases) = batch else {
+        let name = a
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "input".into());
+        let out = segment_case::<B>(a, &model, &name, &a.input, &a.out)?;
+        print_case(&out, &model.name);
+        return Ok(());
+    };
+    println!(
+        "{}: {} cases (batch mode); model {}",
+        a.input.display(),
+        cases.len(),
+        model.name
+    );
+    let mut failed = Vec::new();
+    for (name, path) in &cases {
+        match segment_case::<B>(a, &model, name, path, &a.out.join(name)) {
+            Ok(o) => println!(
+                "  {name}: {} lesion(s) in {:.1} s -> {}",
+                o.lesions.len(),
+                o.seconds,
+                o.out.display()
+            ),
+            Err(e) => {
+                eprintln!("error: {name}: {e:#}");
+                failed.push(name.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} cases failed: {}",
+            failed.len(),
+            cases.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn print_case(o: &CaseOutput, model: &str) {
+    println!(
+        "{}: {} lesion(s) in {:.1} s (model {model})",
+        o.name,
+        o.lesions.len(),
+        o.seconds
+    );
+    for l in &o.lesions {
+        println!(
+            "  lesion {:>2}  p {:.2}  {:>9.1} mm3  {:>5.1} mm  at ({:.1}, {:.1}, {:.1}) mm LPS",
+            l.id,
+            l.max_probability,
+            l.volume_mm3,
+            l.equivalent_diameter_mm,
+            l.centroid_lps_mm[0],
+            l.centroid_lps_mm[1],
+            l.centroid_lps_mm[2]
+        );
+    }
+    let stages: Vec<String> = o
+        .timings
+        .iter()
+        .map(|(s, t)| format!("{s} {t:.2} s"))
+        .collect();
+    println!("  stages: {}", stages.join(", "));
+    if let Some(rt) = &o.rtstruct {
+        println!("  wrote {}", rt.display());
+    }
+    println!("  outputs in {}", o.out.display());
+}
+
+/// The model's operating threshold, or 0.5.
+pub fn model_threshold(info: &ModelInfo) -> f32 {
+    info.training
+        .get("operating_threshold")
+        .and_then(|v| v.as_f64())
+        .filter(|t| (0.0..1.0).contains(t))
+        .unwrap_or(0.5) as f32
+}
+
+/// The segmentation options from the command line.
+pub fn options(a: &SegmentArgs, info: &ModelInfo) -> Result<SegmentOptions> {
+    let threshold = a.threshold.unwrap_or_else(|| model_threshold(info));
+    if !(0.0..1.0).contains(&threshold) {
+        bail!("--threshold: must lie in [0, 1)");
+    }
+    if !(0.0..0.95).contains(&a.overlap) {
+        bail!("--overlap: must lie in [0, 0.95)");
+    }
+    let tile = match a.tile.as_slice() {
+        [] => None,
+        [n] => Some([*n; 3]),
+        [x, y, z] => Some([*x, *y, *z]),
+        _ => bail!("--tile: one value or three (x,y,z)"),
+    };
+    Ok(SegmentOptions {
+        threshold,
+        tile,
+        overlap: a.overlap,
+        mirror: a.tta,
+    })
+}
+
+/// Segments one input into `out` (all files appear at the end, together).
+pub fn segment_case<B: Backend>(
+    a: &SegmentArgs,
+    model: &Loaded<B>,
+    name: &str,
+    input_path: &Path,
+    out: &Path,
+) -> Result<CaseOutput> {
+    let t0 = Instant::now();
+    let opts = options(a, &model.info)?;
+    let t = Instant::now();
+    let loaded = input::load(input_path, &a.series)?;
+    let mut timings = vec![("read".to_string(), t.elapsed().as_secs_f64())];
+    let (image, meta) = match loaded.source {
+        Source::Dicom(m) => (loaded.volume.into_f32(), Some(*m)),
+        Source::Nifti(_) => (loaded.volume.into_f32(), None),
+    };
+    if meta.is_none() && a.seg && !a.dicom_out {
+        bail!("--seg: a NIfTI input needs --dicom-out (a DICOM SEG references a DICOM series)");
+    }
+    let staging = Staging::new(out)?;
+    let bar = crate::progress::bar("segmenting", "windows");
+    let predictor = model.predictor();
+    let seg = segment(
+        predictor.as_ref(),
+        &model.info,
+        &image,
+        &opts,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )
+    .with_context(|| format!("{}", input_path.display()))?;
+    bar.finish_and_clear();
+    for w in &seg.warnings {
+        eprintln!("warning: {}: {w}", input_path.display());
+    }
+    for (s, secs) in &seg.timings {
+        tracing::info!(stage = s, seconds = secs, "segment");
+        timings.push((s.to_string(), *secs));
+    }
+    let t = Instant::now();
+    let rtstruct = write_outputs(a, &staging, &image, meta, &seg, model, name)?;
+    staging.commit()?;
+    timings.push(("write".into(), t.elapsed().as_secs_f64()));
+    tracing::info!(seconds = t.elapsed().as_secs_f64(), "wrote the outputs");
+    Ok(CaseOutput {
+        name: name.to_string(),
+        out: out.to_path_buf(),
+        lesions: seg.lesions,
+        timings,
+        seconds: t0.elapsed().as_secs_f64(),
+        rtstruct: rtstruct.map(|_| out.join("rtstruct.dcm")),
+    })
+}
+
+fn write_outputs<B: Backend>(
+    a: &SegmentArgs,
+    staging: &Staging,
+    image: &Volume<f32>,
+    meta: Option<SeriesMeta>,
+    seg: &Segmentation,
+    model: &Loaded<B>,
+    name: &str,
+) -> Result<Option<()>> {
+    let dir = staging.dir();
+    let nopts = NiftiWriteOptions::default();
+    write_nifti(&dir.join("probability.nii.gz"), &seg.probability, &nopts)?;
+    if seg.lesions.len() <= u16::MAX as usize {
+        let labels = AnyVolume::Uint16(seg.labels.map(|&l| l as u16));
+        delineate_imaging::write_nifti_any(&dir.join("mask.nii.gz"), &labels, &nopts)?;
+    } else {
+        write_nifti(&dir.join("mask.nii.gz"), &seg.labels, &nopts)?;
+    }
+    let meta = match meta {
+        Some(m) => Some(m),
+        None if a.dicom_out => {
+            let opts = SeriesWriteOptions {
+                series_description: format!("{name} (written by delineate)"),
+                ..Default::default()
+            };
+            Some(write_mr_series(image, &dir.join("dicom"), &opts)?)
+        }
+        None => None,
+    };
+    let mut rtstruct = None;
+    if let Some(meta) = &meta {
+        if seg.lesions.is_empty() {
+            eprintln!("note: no lesion found: no RTSTRUCT written (an empty structure set is refused by planning systems)");
+        } else {
+            let rois = roi_specs(&seg.lesions);
+            let g = image.geometry();
+            let opts = RtStructOptions {
+                series_description: "delineate auto-contours".into(),
+                ..Default::default()
+            };
+            delineate_dicom::write_rtstruct(
+                &dir.join("rtstruct.dcm"),
+                &seg.labels,
+                g,
+                meta,
+                &rois,
+                &opts,
+            )?;
+            if a.seg {
+                delineate_dicom::write_seg(&dir.join("seg.dcm"), &seg.labels, g, meta, &rois)?;
+            }
+            rtstruct = Some(());
+        }
+    }
+    let json = serde_json::json!({
+        "input": name,
+        "model": model.name,
+        "engine": model.engine(),
+        "model_network": model.info.network,
+        "threshold": a.threshold.unwrap_or_else(|| model_threshold(&model.info)),
+        "overlap": a.overlap,
+        "tta": a.tta,
+        "windows": seg.windows,
+        "grid": {"size": image.geometry().size, "spacing_mm": image.geometry().spacing},
+        "lesions": seg.lesions,
+        "timings_s": seg.timings.iter().map(|(s, t)| serde_json::json!({"stage": s, "seconds": t})).collect::<Vec<_>>(),
+        "warnings": seg.warnings,
+    });
+    std::fs::write(
+        dir.join("lesions.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )
+    .with_context(|| format!("{}: cannot write lesions.json", dir.display()))?;
+    Ok(rtstruct)
+}
+
+/// One ROI per lesion, in confidence order, confidence in the description.
+pub fn roi_specs(lesions: &[Lesion]) -> Vec<RoiSpec> {
+    lesions
+        .iter()
+        .enumerate()
+        .map(|(n, l)| RoiSpec {
+            label: l.id,
+            name: format!("Lesion {}", l.id),
+            color: delineate_dicom::rtstruct_write::PALETTE[n % 8],
+            interpreted_type: "GTV".into(),
+            description: format!(
+                "delineate: max probability {:.3}, mean {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
+                l.max_probability, l.mean_probability, l.volume_mm3, l.equivalent_diameter_mm
+            ),
+        })
+        .collect()
+}
+
+/// Outputs are written into a hidden folder beside OUT and moved into OUT
+/// only when all are complete; on error the folder is removed.
+pub struct Staging {
+    tmp: tempfile::TempDir,
+    out: PathBuf,
+}
+
+impl Staging {
+    pub fn new(out: &Path) -> Result<Self> {
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if out.exists() && !out.is_dir() {
+            bail!("{}: exists and is not a folder", out.display());
+        }
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("{}: cannot create the output folder", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".delineate-partial-")
+            .tempdir_in(&parent)
+            .with_context(|| {
+                format!(
+                    "{}: cannot write here (permissions?); no output written",
+                    parent.display()
+                )
+            })?;
+        Ok(Self {
+            tmp,
+            out: out.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Moves everything into OUT (replacing files of the same names).
+    pub fn commit(self) -> Result<()> {
+        let ctx = || format!("{}: cannot move the outputs in place", self.out.display());
+        if !self.out.exists() {
+            let tmp = self.tmp.keep();
+            delineate_imaging::atomic::set_mode(&tmp, 0o755).with_context(ctx)?;
+            return std::fs::rename(&tmp, &self.out).with_context(ctx);
+        }
+        for e in std::fs::read_dir(self.tmp.path()).with_context(ctx)? {
+            let e = e.with_context(ctx)?;
+            let target = self.out.join(e.file_name());
+            if target.is_dir() {
+                std::fs::remove_dir_all(&target).with_context(ctx)?;
+            }
+            std::fs::rename(e.path(), &target).with_context(ctx)?;
+        }
+        Ok(())
+    }
+}
