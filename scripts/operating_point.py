@@ -42,9 +42,12 @@ def main():
         for r in csv.DictReader(f):
             comps[r["experiment"]].append((float(r["confidence"]), r["false_positive"] == "1"))
             cases[r["experiment"]].add(r["case"])
+    # Cases without lesions or components appear in neither CSV.
+    with open(os.path.join(a.report, "report.json")) as f:
+        counted = {x["name"]: x["cases"] for x in json.load(f)["experiments"]}
     chosen = {}
     for e in sorted(lesions):
-        n_cases = len(cases[e])
+        n_cases = counted.get(e, len(cases[e]))
         fp_at = lambda t: sum(1 for c, fp in comps[e] if fp and c >= t) / n_cases
         if a.threshold is not None:
             t = a.threshold

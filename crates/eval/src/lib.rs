@@ -159,7 +159,7 @@ pub fn evaluate(
                     continue;
                 };
                 let t0 = std::time::Instant::now();
-                let pred = cases::load_prediction(path)?;
+                let pred = on_truth_axes(cases::load_prediction(path)?, labels.geometry());
                 let t1 = std::time::Instant::now();
                 let pg = match &pred {
                     matching::Prediction::Probability(v) => v.geometry(),
@@ -239,5 +239,67 @@ pub fn summarize_experiment(
         kinds,
         summary,
         intervals,
+    }
+}
+
+/// A prediction on the truth's voxels in another axis order (a DICOM
+/// series is stacked along its slice normal, a NIfTI file may run the
+/// other way) is brought to the truth's axes exactly; anything else is
+/// left for the grid check to refuse.
+fn on_truth_axes(
+    pred: matching::Prediction,
+    truth: &delineate_imaging::Geometry,
+) -> matching::Prediction {
+    use matching::Prediction;
+    let pg = match &pred {
+        Prediction::Probability(v) => v.geometry(),
+        Prediction::Labels(v) => v.geometry(),
+    };
+    if pg.same_grid(truth, 1e-3) {
+        return pred;
+    }
+    let code = truth.orientation_code();
+    let re = match &pred {
+        Prediction::Probability(v) => v.reorient(&code).map(Prediction::Probability),
+        Prediction::Labels(v) => v.reorient(&code).map(Prediction::Labels),
+    };
+    match re {
+        Ok(p) => p,
+        Err(_) => pred,
+    }
+}
+
+#[cfg(test)]
+mod axis_tests {
+    use super::*;
+    use delineate_imaging::{Geometry, Volume};
+
+    #[test]
+    fn a_prediction_stacked_the_other_way_is_brought_to_the_truth_axes() {
+        let g = Geometry::new(
+            [4, 3, 5],
+            [0.9, 0.9, 1.0],
+            [1.0, 2.0, 3.0],
+            Geometry::IDENTITY,
+        )
+        .unwrap();
+        let vals: Vec<f32> = (0..60).map(|v| v as f32 / 60.0).collect();
+        let truth = Volume::from_vec(g.clone(), vals).unwrap();
+        // The same voxels, slices stacked from the other end (LPI).
+        let flipped = truth.reorient("LPI").unwrap();
+        assert!(!flipped.geometry().same_grid(&g, 1e-3));
+        let back = on_truth_axes(matching::Prediction::Probability(flipped), &g);
+        let matching::Prediction::Probability(v) = back else {
+            panic!("still a probability map")
+        };
+        assert!(v.geometry().same_grid(&g, 1e-6));
+        assert_eq!(v.as_slice(), truth.as_slice());
+        // Another grid is left alone (and refused later by the grid check).
+        let other = Volume::filled(g.with_spacing([2.0; 3]).unwrap(), 0f32);
+        let kept = on_truth_axes(matching::Prediction::Probability(other), &g);
+        let matching::Prediction::Probability(v) = kept else {
+            panic!()
+        };
+        assert!(!v.geometry().same_grid(&g, 1e-3));
     }
 }

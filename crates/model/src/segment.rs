@@ -35,6 +35,9 @@ pub struct SegmentOptions {
     pub tile: Option<[usize; 3]>,
     pub overlap: f64,
     pub mirror: bool,
+    /// Components smaller than this equivalent diameter (mm) are dropped
+    /// (isolated voxels are not lesions a plan would treat).
+    pub min_diameter_mm: f64,
 }
 
 impl Default for SegmentOptions {
@@ -42,8 +45,9 @@ impl Default for SegmentOptions {
         Self {
             threshold: 0.5,
             tile: None,
-            overlap: 0.5,
+            overlap: 0.25,
             mirror: false,
+            min_diameter_mm: 0.0,
         }
     }
 }
@@ -206,7 +210,7 @@ pub fn segment(
     } else {
         resample_linear(&prob_model, &input_grid, 0.0)?
     };
-    let (labels, lesions) = lesions_of(&probability, opts.threshold);
+    let (labels, lesions) = lesions_of(&probability, opts.threshold, opts.min_diameter_mm);
     timings.push(("postprocess", t.elapsed().as_secs_f64()));
     Ok(Segmentation {
         probability,
@@ -218,9 +222,14 @@ pub fn segment(
     })
 }
 
-/// 26-connected components of `probability > threshold`, numbered by
-/// decreasing maximum probability (then size), with their measures.
-pub fn lesions_of(probability: &Volume<f32>, threshold: f32) -> (Volume<u32>, Vec<Lesion>) {
+/// 26-connected components of `probability > threshold` with an equivalent
+/// diameter of at least `min_diameter_mm`, numbered by decreasing maximum
+/// probability (then size), with their measures.
+pub fn lesions_of(
+    probability: &Volume<f32>,
+    threshold: f32,
+    min_diameter_mm: f64,
+) -> (Volume<u32>, Vec<Lesion>) {
     let g = probability.geometry().clone();
     let cc = label_components(
         probability,
@@ -236,7 +245,10 @@ pub fn lesions_of(probability: &Volume<f32>, threshold: f32) -> (Volume<u32>, Ve
             sum[l as usize] += p as f64;
         }
     }
-    let mut order: Vec<usize> = (0..n).collect();
+    let voxel = voxel_volume_mm3(&g);
+    let mut order: Vec<usize> = (0..n)
+        .filter(|&c| equivalent_diameter_mm(cc.stats[c].voxels as f64 * voxel) >= min_diameter_mm)
+        .collect();
     order.sort_by(|&a, &b| {
         max[b + 1]
             .total_cmp(&max[a + 1])
@@ -244,7 +256,6 @@ pub fn lesions_of(probability: &Volume<f32>, threshold: f32) -> (Volume<u32>, Ve
             .then(a.cmp(&b))
     });
     let mut rank = vec![0u32; n + 1];
-    let voxel = voxel_volume_mm3(&g);
     let lesions = order
         .iter()
         .enumerate()
@@ -290,8 +301,14 @@ mod tests {
         }
         d[7 + 10 * (7 + 10 * 7)] = 0.95;
         d[5 + 10 * (5 + 10 * 5)] = 0.4; // below the threshold
-        let (labels, lesions) = lesions_of(&p, 0.5);
+        let (labels, lesions) = lesions_of(&p, 0.5, 0.0);
         assert_eq!(lesions.len(), 2);
+        // A minimum size drops the single voxel (1 voxel of 2 mm³: 1.56 mm).
+        let (big, only) = lesions_of(&p, 0.5, 2.0);
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].voxels, 8);
+        assert_eq!(big.as_slice()[7 + 10 * (7 + 10 * 7)], 0);
+        assert_eq!(big.as_slice()[1 + 10 * (1 + 10)], 1);
         assert_eq!(lesions[0].voxels, 1);
         assert_eq!(lesions[0].max_probability, 0.95);
         assert_eq!(lesions[0].centroid_lps_mm, [12.0, 7.0, 14.0]);

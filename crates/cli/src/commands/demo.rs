@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use delineate_eval::matching::{match_case, MatchOptions, Prediction};
 use delineate_eval::overlay::{write_overlay, Tile};
-use delineate_imaging::{read_nifti_any, read_nifti_f32, Volume};
+use delineate_imaging::{read_nifti_any, Volume};
 use delineate_model::backend::Cpu;
 use delineate_synth::{case_seed, generate_case, write_case, Kind, MetCount, SynthParams};
 use delineate_synth::{Template, TemplateSource};
@@ -85,6 +85,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         threshold: None,
         tta: false,
         overlap: crate::commands::segment::DEFAULT_OVERLAP,
+        min_diameter: crate::commands::segment::DEFAULT_MIN_DIAMETER,
         tile: Vec::new(),
         seg: false,
         dicom_out: false,
@@ -94,16 +95,18 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let model = load_model::<Cpu>(a.model.as_deref(), &Default::default(), true)?;
     stages.push(("load model".into(), t.elapsed().as_secs_f64()));
     let out = segment_case::<Cpu>(&args, &model, "case", &args.input, &seg_out)?;
-    let threshold = crate::commands::segment::model_threshold(&model.info) as f64;
     for (s, secs) in &out.timings {
         stages.push((format!("segment: {s}"), *secs));
     }
 
-    // 3. Evaluate against the truth.
+    // 3. Evaluate the lesions `segment` wrote (mask.nii.gz) against the truth.
     let t = Instant::now();
-    let (prob, _) = read_nifti_f32(&seg_out.join("probability.nii.gz"))?;
+    let (mask, _) = read_nifti_any(&seg_out.join("mask.nii.gz"))?;
+    let mask = mask
+        .to_labels()
+        .map_err(|v| anyhow::anyhow!("mask.nii.gz: value {v} is not a label"))?;
     let truth: Volume<u32> = case.truth.map(|&v| u32::from(v));
-    if !prob.geometry().same_grid(truth.geometry(), 1e-3) {
+    if !mask.geometry().same_grid(truth.geometry(), 1e-3) {
         bail!("the segmentation is not on the grid of the synthetic truth (DICOM round trip changed the grid)");
     }
     let kinds: HashMap<u32, String> = case
@@ -112,27 +115,17 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         .iter()
         .map(|l| (l.id, l.kind.short().to_string()))
         .collect();
-    // Lesions are components of probability > the operating threshold, as
-    // in the segmentation.
-    let mopts = MatchOptions {
-        component_threshold: threshold,
-        ..Default::default()
-    };
     let result = match_case(
         "case",
         &truth,
-        &Prediction::Probability(prob),
+        &Prediction::Labels(mask.clone()),
         &kinds,
-        &mopts,
+        &MatchOptions::default(),
     );
     stages.push(("evaluate".into(), t.elapsed().as_secs_f64()));
 
     // 4. Overlay: a slice through every truth lesion and false positive.
     let t = Instant::now();
-    let (mask, _) = read_nifti_any(&seg_out.join("mask.nii.gz"))?;
-    let mask = mask
-        .to_labels()
-        .map_err(|v| anyhow::anyhow!("mask.nii.gz: value {v} is not a label"))?;
     let image = case.image.map(|&v| v as f32);
     let g = image.geometry().clone();
     let idx = |c: [f64; 3]| {
@@ -144,7 +137,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     for tl in &result.truth {
         let rec = case.record.lesions.iter().find(|l| l.id == tl.label);
         let Some(rec) = rec else { continue };
-        let found = tl.hit_confidence.is_some_and(|c| c > threshold);
+        let found = tl.hit_confidence.is_some();
         let verdict = if found {
             format!("found, Dice {:.2}", tl.best_dice)
         } else {
@@ -175,29 +168,36 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         .iter()
         .filter(|p| p.matches.is_empty())
         .collect();
-    for p in &fps {
+    const SHOWN: usize = 10;
+    for p in fps.iter().take(SHOWN) {
         lines.push(format!(
-            "  false positive: p {:.2}, {:.1} mm at ({:.0}, {:.0}, {:.0}) mm",
-            p.confidence, p.diameter_mm, p.centre_mm[0], p.centre_mm[1], p.centre_mm[2]
+            "  false positive: {:.1} mm at ({:.0}, {:.0}, {:.0}) mm",
+            p.diameter_mm, p.centre_mm[0], p.centre_mm[1], p.centre_mm[2]
         ));
         if tiles.len() < 16 {
             tiles.push(Tile {
                 centre: idx(p.centre_mm),
                 half_mm: (p.diameter_mm * 1.5).max(20.0),
-                title: format!("false positive p {:.2}", p.confidence),
+                title: format!("false positive {:.1} mm", p.diameter_mm),
             });
         }
+    }
+    if fps.len() > SHOWN {
+        lines.push(format!(
+            "  ... and {} more false positives (segmentation/lesions.json)",
+            fps.len() - SHOWN
+        ));
     }
     let overlay = a.out.join("overlay.png");
     write_overlay(&overlay, &image, &truth, &mask, &tiles)?;
     stages.push(("overlay".into(), t.elapsed().as_secs_f64()));
 
     // 5. Report.
-    let found = result.hits(threshold);
+    let found = result.hits(0.0);
     let dice: Vec<f64> = result
         .truth
         .iter()
-        .filter(|t| t.hit_confidence.is_some_and(|c| c > threshold))
+        .filter(|t| t.hit_confidence.is_some())
         .map(|t| t.best_dice)
         .collect();
     let mut report = format!(

@@ -20,7 +20,9 @@ use crate::input::{self, SeriesArgs, Source};
 /// trained on synthetic cases; research use only.
 pub static SHIPPED_MODEL: &[u8] = include_bytes!("../../../../models/unet-synth.dlm");
 /// Default window overlap (docs/inference.md: measured choice).
-pub const DEFAULT_OVERLAP: f64 = 0.5;
+pub const DEFAULT_OVERLAP: f64 = 0.25;
+/// Default minimum lesion size: removes single voxels at 1 mm (1.24 mm).
+pub const DEFAULT_MIN_DIAMETER: f64 = 1.5;
 pub const SHIPPED_MODEL_NAME: &str = "models/unet-synth.dlm (built in)";
 
 /// Contour lesions on a contrast-enhanced T1 MRI.
@@ -67,6 +69,10 @@ pub struct SegmentArgs {
     /// Mirror test-time augmentation: average over the 8 flips (8× slower).
     #[arg(long)]
     pub tta: bool,
+    /// Drop lesions smaller than this equivalent diameter (mm): isolated
+    /// voxels are not lesions to treat (0 keeps everything).
+    #[arg(long, default_value_t = DEFAULT_MIN_DIAMETER)]
+    pub min_diameter: f64,
     /// Minimum overlap of neighbouring windows (fraction of a window).
     #[arg(long, default_value_t = DEFAULT_OVERLAP)]
     pub overlap: f64,
@@ -160,7 +166,7 @@ pub fn load_model<B: Backend>(
 fn batch_cases(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
     let mut cases = Vec::new();
     let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read", dir.display()))?;
-    let mut top_level_files = 0;
+    let mut dicom_files = 0;
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
@@ -175,19 +181,18 @@ fn batch_cases(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
             } else if p.join("image.nii").is_file() {
                 cases.push((name, p.join("image.nii")));
             }
-        } else {
-            top_level_files += 1;
-            for ext in [".nii.gz", ".nii"] {
-                if let Some(stem) = name.strip_suffix(ext) {
-                    cases.push((stem.to_string(), p.clone()));
-                    top_level_files -= 1;
-                    break;
-                }
-            }
+        } else if let Some(stem) = name
+            .strip_suffix(".nii.gz")
+            .or_else(|| name.strip_suffix(".nii"))
+        {
+            cases.push((stem.to_string(), p.clone()));
+        } else if delineate_dicom::header::has_dicm_magic(&p).unwrap_or(false) {
+            dicom_files += 1;
         }
     }
-    // A folder of DICOM files is one series, not a batch.
-    if cases.is_empty() || top_level_files > 0 {
+    // A folder with DICOM files of its own is one series, not a batch
+    // (other files, such as a manifest, do not count).
+    if cases.is_empty() || dicom_files > 0 {
         return Ok(None);
     }
     cases.sort();
@@ -324,6 +329,7 @@ pub fn options(a: &SegmentArgs, info: &ModelInfo) -> Result<SegmentOptions> {
         tile,
         overlap: a.overlap,
         mirror: a.tta,
+        min_diameter_mm: a.min_diameter.max(0.0),
     })
 }
 
@@ -445,6 +451,7 @@ fn write_outputs<B: Backend>(
         "model_network": model.info.network,
         "threshold": a.threshold.unwrap_or_else(|| model_threshold(&model.info)),
         "overlap": a.overlap,
+        "min_diameter_mm": a.min_diameter,
         "tta": a.tta,
         "windows": seg.windows,
         "grid": {"size": image.geometry().size, "spacing_mm": image.geometry().spacing},
