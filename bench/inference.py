@@ -51,7 +51,7 @@ def build_onnx(meta, weights):
         p = next(it)
         assert len(p["shape"]) == shape_len, p
         n = int(np.prod(p["shape"]))
-        arr = weights[p["offset"] // 1 : p["offset"] + n].reshape(p["shape"])
+        arr = weights[p["offset"]: p["offset"] + n].reshape(p["shape"])
         name = p["name"]
         inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
         return name, p["shape"]

@@ -97,15 +97,26 @@ fn peak() {
     );
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--peak") {
-        return peak();
+        peak();
+        return Ok(());
     }
     let dev = Default::default();
     let (net, widths): (Network<Cpu>, Vec<usize>) = if let Some(m) = arg(&args, "--model") {
-        let (net, info) =
-            delineate_model::modelfile::load::<Cpu>(std::path::Path::new(&m), &dev).expect("model");
+        let (net, info) = delineate_model::modelfile::load::<Cpu>(std::path::Path::new(&m), &dev)
+            .map_err(|e| e.to_string())?;
         (net, info.network.widths().to_vec())
     } else {
         let widths = list(&arg(&args, "--widths").unwrap_or("16,32,64,128".into()));
@@ -114,12 +125,15 @@ fn main() {
             .unwrap_or(0);
         Cpu::seed(&dev, seed);
         let net = NetworkConfig::new("unet3d", Some(widths.clone()))
-            .expect("widths")
+            .ok_or_else(|| format!("--widths {widths:?}: not a U-Net configuration"))?
             .init(&dev);
         (net, widths)
     };
     let dims: Vec<usize> = list(&arg(&args, "--dims").unwrap_or("64,64,64".into()));
-    let dims = [dims[0], dims[1], dims[2]];
+    let &[x, y, z] = dims.as_slice() else {
+        return Err(format!("--dims: three sizes x,y,z, got {dims:?}"));
+    };
+    let dims = [x, y, z];
     let reps: usize = arg(&args, "--reps")
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
@@ -127,8 +141,17 @@ fn main() {
     let mut r = ChaCha8Rng::seed_from_u64(1);
     let image: Vec<f32> = (0..n).map(|_| r.random_range(-2.0f32..3.0)).collect();
     let Network::UNet(u) = &net else {
-        panic!("the fast path covers the U-Net")
+        return Err("the fast path covers the U-Net only".into());
     };
+    if dims
+        .iter()
+        .any(|&d| d == 0 || d % (1 << (widths.len() - 1)) != 0)
+    {
+        return Err(format!(
+            "--dims {dims:?}: multiples of {} are needed",
+            1 << (widths.len() - 1)
+        ));
+    }
     let t = Instant::now();
     let fast = FastUNet::from_unet(u);
     let pack_s = t.elapsed().as_secs_f64();
@@ -170,21 +193,26 @@ fn main() {
     }
     if let Some(dir) = arg(&args, "--export") {
         let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).expect("export folder");
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(dir.join(name), bytes)
+                .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut e = Export {
             names: Vec::new(),
             data: Vec::new(),
         };
         net.visit(&mut e);
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        std::fs::write(dir.join("weights.bin"), bytes(&e.data)).expect("write");
-        std::fs::write(dir.join("input.bin"), bytes(&image)).expect("write");
-        std::fs::write(dir.join("fast_output.bin"), bytes(&out)).expect("write");
+        write("weights.bin", &bytes(&e.data))?;
+        write("input.bin", &bytes(&image))?;
+        write("fast_output.bin", &bytes(&out))?;
         let meta = serde_json::json!({
             "widths": widths,
             "dims_xyz": dims,
             "params": e.names.iter().map(|(n, s, o)| serde_json::json!({"name": n, "shape": s, "offset": o})).collect::<Vec<_>>(),
         });
-        std::fs::write(dir.join("weights.json"), meta.to_string()).expect("write");
+        write("weights.json", meta.to_string().as_bytes())?;
     }
+    Ok(())
 }

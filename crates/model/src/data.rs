@@ -138,6 +138,19 @@ pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Er
     })
 }
 
+/// Intensity above which a voxel is head rather than air: 10 % of the
+/// 99th percentile (of every 7th voxel). Normalisation and the inference
+/// crop share this one definition.
+pub fn head_threshold(v: &[f32]) -> f32 {
+    let mut s: Vec<f32> = v.iter().step_by(7).cloned().collect();
+    s.sort_by(f32::total_cmp);
+    let p99 = s
+        .get((s.len().saturating_sub(1) * 99) / 100)
+        .copied()
+        .unwrap_or(0.0);
+    0.1 * p99
+}
+
 /// Z-score over `mask` (or the head: voxels above 10 % of the 99th
 /// percentile), clipped to ±`clip`.
 pub fn normalise(image: &Volume<f32>, mask: Option<&Volume<bool>>, clip: f32) -> Volume<f32> {
@@ -150,13 +163,8 @@ pub fn normalise(image: &Volume<f32>, mask: Option<&Volume<bool>>, clip: f32) ->
             .map(|(&x, _)| x)
             .collect(),
         None => {
-            let mut s: Vec<f32> = v.iter().step_by(7).cloned().collect();
-            s.sort_by(f32::total_cmp);
-            let p99 = s
-                .get((s.len().saturating_sub(1) * 99) / 100)
-                .copied()
-                .unwrap_or(0.0);
-            v.iter().cloned().filter(|&x| x > 0.1 * p99).collect()
+            let cut = head_threshold(v);
+            v.iter().cloned().filter(|&x| x > cut).collect()
         }
     };
     let n = inside.len().max(1) as f64;

@@ -40,6 +40,18 @@ pub struct ModelInfo {
     pub training: serde_json::Value,
 }
 
+impl ModelInfo {
+    /// The threshold to segment with: `training.operating_threshold` when
+    /// the file has one (chosen on validation cases), else 0.5.
+    pub fn operating_threshold(&self) -> f32 {
+        self.training
+            .get("operating_threshold")
+            .and_then(|v| v.as_f64())
+            .filter(|t| (0.0..1.0).contains(t))
+            .unwrap_or(0.5) as f32
+    }
+}
+
 /// Serialises the network and its description.
 pub fn to_bytes<B: Backend>(net: &Network<B>, info: &ModelInfo) -> Result<Vec<u8>, Error> {
     let json =

@@ -18,10 +18,15 @@ use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
 use delineate_imaging::{label_components, resample_linear, Connectivity, Volume};
 use serde::Serialize;
 
-use crate::data::normalise;
+use crate::data::{head_threshold, normalise};
 use crate::infer::{predict_sliding, window_count, SlidingOptions, TilePredictor};
 use crate::modelfile::ModelInfo;
 use crate::Error;
+
+/// Default window overlap (docs/inference.md: measured choice).
+pub const DEFAULT_OVERLAP: f64 = 0.25;
+/// Default minimum lesion size: removes single voxels at 1 mm (1.24 mm).
+pub const DEFAULT_MIN_DIAMETER_MM: f64 = 1.5;
 
 /// Voxels of context kept around the head box.
 pub const HEAD_MARGIN: usize = 8;
@@ -45,9 +50,9 @@ impl Default for SegmentOptions {
         Self {
             threshold: 0.5,
             tile: None,
-            overlap: 0.25,
+            overlap: DEFAULT_OVERLAP,
             mirror: false,
-            min_diameter_mm: 0.0,
+            min_diameter_mm: DEFAULT_MIN_DIAMETER_MM,
         }
     }
 }
@@ -118,10 +123,7 @@ pub fn check_input(image: &Volume<f32>, info: &ModelInfo) -> Result<Vec<String>,
 /// Head box of a volume: voxels above 10 % of the 99th percentile.
 fn head_box(image: &Volume<f32>) -> Option<([usize; 3], [usize; 3])> {
     let v = image.as_slice();
-    let mut s: Vec<f32> = v.iter().step_by(7).cloned().collect();
-    s.sort_by(f32::total_cmp);
-    let p99 = *s.get((s.len().saturating_sub(1) * 99) / 100)?;
-    let cut = 0.1 * p99;
+    let cut = head_threshold(v);
     let [nx, ny, nz] = image.geometry().size;
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
     for z in 0..nz {

@@ -12,17 +12,15 @@ use delineate_model::fast::FastUNet;
 use delineate_model::infer::{BurnPredictor, TilePredictor};
 use delineate_model::modelfile::{self, ModelInfo};
 use delineate_model::network::Network;
-use delineate_model::segment::{segment, Lesion, SegmentOptions, Segmentation};
+use delineate_model::segment::{
+    segment, Lesion, SegmentOptions, Segmentation, DEFAULT_MIN_DIAMETER_MM, DEFAULT_OVERLAP,
+};
 
 use crate::input::{self, SeriesArgs, Source};
 
 /// The model shipped with delineate (docs/model-card.md): a 3D U-Net
 /// trained on synthetic cases; research use only.
 pub static SHIPPED_MODEL: &[u8] = include_bytes!("../../../../models/unet-synth.dlm");
-/// Default window overlap (docs/inference.md: measured choice).
-pub const DEFAULT_OVERLAP: f64 = 0.25;
-/// Default minimum lesion size: removes single voxels at 1 mm (1.24 mm).
-pub const DEFAULT_MIN_DIAMETER: f64 = 1.5;
 pub const SHIPPED_MODEL_NAME: &str = "models/unet-synth.dlm (built in)";
 
 /// Contour lesions on a contrast-enhanced T1 MRI.
@@ -71,7 +69,7 @@ pub struct SegmentArgs {
     pub tta: bool,
     /// Drop lesions smaller than this equivalent diameter (mm): isolated
     /// voxels are not lesions to treat (0 keeps everything).
-    #[arg(long, default_value_t = DEFAULT_MIN_DIAMETER)]
+    #[arg(long, default_value_t = DEFAULT_MIN_DIAMETER_MM)]
     pub min_diameter: f64,
     /// Minimum overlap of neighbouring windows (fraction of a window).
     #[arg(long, default_value_t = DEFAULT_OVERLAP)]
@@ -300,18 +298,9 @@ fn print_case(o: &CaseOutput, model: &str) {
     println!("  outputs in {}", o.out.display());
 }
 
-/// The model's operating threshold, or 0.5.
-pub fn model_threshold(info: &ModelInfo) -> f32 {
-    info.training
-        .get("operating_threshold")
-        .and_then(|v| v.as_f64())
-        .filter(|t| (0.0..1.0).contains(t))
-        .unwrap_or(0.5) as f32
-}
-
 /// The segmentation options from the command line.
 pub fn options(a: &SegmentArgs, info: &ModelInfo) -> Result<SegmentOptions> {
-    let threshold = a.threshold.unwrap_or_else(|| model_threshold(info));
+    let threshold = a.threshold.unwrap_or_else(|| info.operating_threshold());
     if !(0.0..1.0).contains(&threshold) {
         bail!("--threshold: must lie in [0, 1)");
     }
@@ -449,7 +438,7 @@ fn write_outputs<B: Backend>(
         "model": model.name,
         "engine": model.engine(),
         "model_network": model.info.network,
-        "threshold": a.threshold.unwrap_or_else(|| model_threshold(&model.info)),
+        "threshold": a.threshold.unwrap_or_else(|| model.info.operating_threshold()),
         "overlap": a.overlap,
         "min_diameter_mm": a.min_diameter,
         "tta": a.tta,

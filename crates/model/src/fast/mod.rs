@@ -183,7 +183,9 @@ impl FastUNet {
                 total += v * (c3(&d.conv1) + c3(&d.conv2));
             }
             if let Some(d) = self.downs.get(l) {
-                total += v / 8.0 * 8.0 * (d.cin * d.cout) as f64 * 2.0; // down + up
+                // Down (v/8 outputs × 8 taps) and up (v/8 inputs × 8 taps):
+                // v·cin·cout multiply-adds each.
+                total += 2.0 * v * (d.cin * d.cout) as f64;
             }
             v /= 8.0;
         }
