@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mricron-data plastimatch dcmtk dicom3tools python3-pip time)
+APT_PACKAGES=(mricron-data plastimatch dcmtk dicom3tools orthanc curl python3-pip time)
 # Pinned so conformance results do not drift (pylibjpeg: JPEG decoding for
 # pydicom; picai_eval: the lesion-detection evaluation we check against).
 PIP_PACKAGES=(numpy==2.4.6 scipy==1.17.1 nibabel==5.4.2 pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg==2.5.0 highdicom==0.28.2

@@ -51,3 +51,27 @@ PY
 fi
 cp "$td"/rtstruct.dcm corpus/rtstruct_read/ 2>/dev/null || true
 echo "rtstruct corpus seeded"
+# The DICOM node: an A-ASSOCIATE-RQ as dcmtk's echoscu sends it (captured
+# here), and DIMSE command sets (first byte selects the parser).
+mkdir -p corpus/dicom_node
+python3 - <<'PY'
+import socket, subprocess, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1); port = s.getsockname()[1]
+p = subprocess.Popen(["echoscu", "-to", "2", "127.0.0.1", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+c, _ = s.accept(); c.settimeout(2)
+data = b""
+try:
+    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+        chunk = c.recv(65536)
+        if not chunk: break
+        data += chunk
+except socket.timeout:
+    pass
+c.close(); p.kill()
+open("corpus/dicom_node/associate_rq", "wb").write(b"\x01" + data)
+# C-ECHO-RQ command set (implicit VR LE), as echoscu sends it.
+import struct
+def el(g, e, v): return struct.pack("<HHI", g, e, len(v)) + v
+body = el(0, 2, b"1.2.840.10008.1.1\x00") + el(0, 0x100, struct.pack("<H", 0x30)) + el(0, 0x110, struct.pack("<H", 1)) + el(0, 0x800, struct.pack("<H", 0x101))
+open("corpus/dicom_node/echo_rq", "wb").write(b"\x00" + el(0, 0, struct.pack("<I", len(body))) + body)
+PY

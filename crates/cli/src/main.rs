@@ -45,6 +45,7 @@ enum Command {
     Train(commands::train::TrainArgs),
     Segment(commands::segment::SegmentArgs),
     Demo(commands::demo::DemoArgs),
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(&a),
         Command::Segment(a) => commands::segment::run(&a),
         Command::Demo(a) => commands::demo::run(&a),
+        Command::Serve(a) => commands::serve::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

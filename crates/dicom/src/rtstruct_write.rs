@@ -59,6 +59,10 @@ pub struct RtStructOptions {
     pub series_number: i32,
     /// ROI Generation Algorithm: AUTOMATIC, SEMIAUTOMATIC or MANUAL.
     pub generation_algorithm: String,
+    /// Fixed UIDs: SOP Instance `<root>.1` and Series `<root>.2` (the
+    /// service fixes them per job, so a re-run sends the same object);
+    /// default: new random UIDs.
+    pub uid_root: Option<String>,
 }
 
 impl Default for RtStructOptions {
@@ -68,6 +72,7 @@ impl Default for RtStructOptions {
             series_description: "delineate contours".into(),
             series_number: 901,
             generation_algorithm: "AUTOMATIC".into(),
+            uid_root: None,
         }
     }
 }
@@ -308,7 +313,10 @@ pub fn build_rtstruct(
         text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid.clone()),
         seq(tags::RT_REFERENCED_STUDY_SEQUENCE, vec![study_ref]),
     ]);
-    let sop_instance = new_uid();
+    let (sop_instance, series_instance) = match &opts.uid_root {
+        Some(r) => (format!("{r}.1"), format!("{r}.2")),
+        None => (new_uid(), new_uid()),
+    };
     let mut obj = item([
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
         text(tags::INSTANCE_CREATION_DATE, VR::DA, date.clone()),
@@ -325,7 +333,7 @@ pub fn build_rtstruct(
         text(tags::OPERATORS_NAME, VR::PN, ""),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
         text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, new_uid()),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, series_instance),
         text(tags::SERIES_NUMBER, VR::IS, opts.series_number.to_string()),
         text(tags::INSTANCE_NUMBER, VR::IS, "1"),
         text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid),

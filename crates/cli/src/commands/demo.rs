@@ -89,6 +89,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         tile: Vec::new(),
         seg: false,
         dicom_out: false,
+        uid_root: None,
         series: Default::default(),
     };
     let t = Instant::now();

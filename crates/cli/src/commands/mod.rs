@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod info;
 pub mod rtstruct;
 pub mod segment;
+pub mod serve;
 pub mod study;
 pub mod synth;
 pub mod train;

@@ -85,6 +85,11 @@ pub struct SegmentArgs {
     /// RTSTRUCT referencing it.
     #[arg(long)]
     pub dicom_out: bool,
+    /// Fixed UID root for the RTSTRUCT (SOP Instance ROOT.1, Series
+    /// ROOT.2): the service sets it per job so a re-run after a crash
+    /// sends the same object. Default: new UIDs.
+    #[arg(long, hide = true, value_name = "ROOT")]
+    pub uid_root: Option<String>,
     #[command(flatten)]
     pub series: SeriesArgs,
 }
@@ -307,6 +312,12 @@ pub fn options(a: &SegmentArgs, info: &ModelInfo) -> Result<SegmentOptions> {
     if !(0.0..0.95).contains(&a.overlap) {
         bail!("--overlap: must lie in [0, 0.95)");
     }
+    if let Some(r) = &a.uid_root {
+        // A UID has at most 64 characters (PS3.5 §9.1); ".1" is appended.
+        if r.is_empty() || r.len() > 62 || !r.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            bail!("--uid-root: digits and dots, at most 62 characters");
+        }
+    }
     let tile = match a.tile.as_slice() {
         [] => None,
         [n] => Some([*n; 3]),
@@ -417,6 +428,7 @@ fn write_outputs<B: Backend>(
             let g = image.geometry();
             let opts = RtStructOptions {
                 series_description: "delineate auto-contours".into(),
+                uid_root: a.uid_root.clone(),
                 ..Default::default()
             };
             delineate_dicom::write_rtstruct(

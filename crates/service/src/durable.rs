@@ -1,0 +1,76 @@
+//! Files that are on disk before we say so: write, fsync the file, rename,
+//! fsync the folder. A C-STORE success is only answered after this.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::Error;
+
+/// Writes `bytes` to a temporary file in `dir` and fsyncs it; returns the
+/// kept temporary path (rename it into place with [`rename_durably`]).
+pub fn spool(dir: &Path, bytes: &[u8]) -> Result<std::path::PathBuf, Error> {
+    let mut f = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(f.path(), e))?;
+    f.as_file().sync_all().map_err(|e| Error::io(f.path(), e))?;
+    let (_, p) = f.keep().map_err(|e| Error::io(dir, e.error))?;
+    Ok(p)
+}
+
+/// Renames and fsyncs the target's folder, so the new name survives a crash.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<(), Error> {
+    std::fs::rename(from, to).map_err(|e| Error::io(to, e))?;
+    if let Some(d) = to.parent() {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Writes a whole file durably (temporary file, fsync, rename, fsync folder).
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = spool(dir, bytes)?;
+    rename_durably(&tmp, path)
+}
+
+/// A file name from a UID or identifier sent by a peer: only `[0-9A-Za-z.-]`
+/// survive, so nothing a sender writes can leave the folder.
+pub fn safe_file_name(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let t = t.trim_start_matches('.');
+    if t.is_empty() {
+        "unnamed".into()
+    } else {
+        t.chars().take(128).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape() {
+        assert_eq!(safe_file_name("1.2.840.10008"), "1.2.840.10008");
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_file_name(".."), "unnamed");
+        assert_eq!(safe_file_name(""), "unnamed");
+    }
+}
