@@ -417,3 +417,60 @@ print(json.dumps({{}}))
     // inference runs in its own processes.
     assert!(hwm > 0 && hwm < 512 * 1024, "peak RSS {hwm} kB");
 }
+
+#[test]
+fn an_enhanced_mr_instance_is_processed_and_answered_with_frame_references() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = mr_series();
+    // The series as one multi-frame instance, converted by highdicom.
+    let multi = tmp.path().join("multi");
+    py(&format!(
+        r#"
+import highdicom as hd
+from highdicom.legacy import LegacyConvertedEnhancedMRImage
+d = {single:?}
+ds = [pydicom.dcmread(os.path.join(d, f)) for f in sorted(os.listdir(d))]
+img = LegacyConvertedEnhancedMRImage(ds, series_instance_uid=hd.UID(), series_number=99,
+    sop_instance_uid=hd.UID(), instance_number=1)
+os.makedirs({multi:?})
+img.save_as(os.path.join({multi:?}, "enhanced.dcm"))
+print(json.dumps({{}}))
+"#,
+        single = s(&case.join("dicom")),
+        multi = s(&multi),
+    ));
+    let tps = StoreScp::start("TPS", &tmp.path().join("tps"));
+    let srv = Server::start(&tmp.path().join("svc"), &[("tps", "TPS", tps.port)], "");
+    // -R: propose the files' own SOP class (storescu's default list has no
+    // Legacy Converted Enhanced MR).
+    let mut args = vec!["-R".to_string()];
+    args.extend(dicom_files(&multi));
+    let out = srv.storescu("PACS", &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = srv.wait_jobs(180, |j| j.len() == 1 && done(&j[0]));
+    assert_eq!(jobs[0]["state"], "done", "{:#}\n{}", jobs[0], srv.log());
+    assert_eq!(jobs[0]["instances"], 1);
+    let got = tps.received();
+    assert_eq!(got.len(), 1);
+    let v = run_tool("dciodvfy", &[&s(&got[0])]);
+    assert!(!String::from_utf8_lossy(&v.stderr).contains("Error"));
+    let r = py(&format!(
+        r#"
+rt = pydicom.dcmread({rt:?}); mf = pydicom.dcmread({mf:?}, stop_before_pixels=True)
+ser = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+print(json.dumps({{"series": ser.SeriesInstanceUID == mf.SeriesInstanceUID,
+  "frames": len({{int(i.ReferencedFrameNumber) for i in ser.ContourImageSequence}}) == int(mf.NumberOfFrames)}}))
+"#,
+        rt = s(&got[0]),
+        mf = s(&multi.join("enhanced.dcm")),
+    ));
+    assert_eq!(
+        (r["series"].clone(), r["frames"].clone()),
+        (true.into(), true.into()),
+        "{r}"
+    );
+}

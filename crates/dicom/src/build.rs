@@ -119,12 +119,29 @@ pub fn item(elements: impl IntoIterator<Item = InMemElement>) -> InMemDicomObjec
     InMemDicomObject::from_element_iter(elements)
 }
 
-/// A Referenced SOP Class/Instance item pointing at one image.
-pub fn image_ref(sop_class_uid: &str, sop_instance_uid: &str) -> InMemDicomObject {
-    item([
-        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, sop_class_uid),
-        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance_uid),
-    ])
+/// A Referenced SOP Class/Instance item pointing at one image; a frame of
+/// a multi-frame instance adds Referenced Frame Number (1-based).
+pub fn image_ref(slice: &crate::SliceRef) -> InMemDicomObject {
+    let mut it = item([
+        text(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            slice.sop_class_uid.as_str(),
+        ),
+        text(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            slice.sop_instance_uid.as_str(),
+        ),
+    ]);
+    if let Some(f) = slice.frame {
+        it.put(text(
+            tags::REFERENCED_FRAME_NUMBER,
+            VR::IS,
+            (f + 1).to_string(),
+        ));
+    }
+    it
 }
 
 /// Patient and General Study module attributes, copied from the source.

@@ -65,6 +65,8 @@ pub struct InstanceHeader {
     pub bits_allocated: Option<u32>,
     pub pixel_representation: Option<u32>,
     pub number_of_frames: u32,
+    /// For one frame of a multi-frame instance: its index (0-based).
+    pub frame: Option<u32>,
     pub rescale_slope: f64,
     pub rescale_intercept: f64,
     pub has_pixel_data: bool,
@@ -129,6 +131,20 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, Error> {
         .from_reader(&bytes[PREAMBLE_BYTES..])
         .map_err(|e| Error::file(path, format!("cannot parse DICOM header: {e}")))?;
     Ok(extract(&obj, path))
+}
+
+/// Reads the header of a Part 10 file, one header per frame for a
+/// multi-frame (Enhanced MR) instance.
+pub fn read_headers(path: &Path) -> Result<Vec<InstanceHeader>, Error> {
+    let bytes = read_bytes(path)?;
+    check_structure(&bytes, path)?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(&bytes[PREAMBLE_BYTES..])
+        .map_err(|e| Error::file(path, format!("cannot parse DICOM header: {e}")))?;
+    let h = extract(&obj, path);
+    crate::multiframe::expand(&obj, h).map_err(|m| Error::file(path, m))
 }
 
 /// Opens a Part 10 file completely (header and pixel data).
@@ -285,6 +301,7 @@ pub fn extract(obj: &DefaultDicomObject, path: &Path) -> InstanceHeader {
         bits_allocated: uint(o, tags::BITS_ALLOCATED),
         pixel_representation: uint(o, tags::PIXEL_REPRESENTATION),
         number_of_frames: uint(o, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1),
+        frame: None,
         rescale_slope: slope.unwrap_or(1.0),
         rescale_intercept: intercept.unwrap_or(0.0),
         has_pixel_data: o.get(tags::PIXEL_DATA).is_some() || (rows.is_some() && columns.is_some()),

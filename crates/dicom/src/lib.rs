@@ -25,6 +25,7 @@ pub mod contour;
 mod error;
 pub mod header;
 mod length_guard;
+pub mod multiframe;
 pub mod pixels;
 pub mod read;
 pub mod rtstruct_read;

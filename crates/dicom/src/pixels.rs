@@ -186,6 +186,18 @@ pub fn decode_into(
     ny: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    decode_frame_into(obj, path, 0, nx, ny, out)
+}
+
+/// Decodes frame `frame` (0-based) of a parsed object into `out`.
+pub fn decode_frame_into(
+    obj: &DefaultDicomObject,
+    path: &Path,
+    frame: u32,
+    nx: usize,
+    ny: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
     if out.len() != nx * ny {
         return Err(Error::file(
             path,
@@ -211,8 +223,18 @@ pub fn decode_into(
     let samples = h.samples_per_pixel.unwrap_or(1) as usize;
     let bits = h.bits_allocated.unwrap_or(0) as usize;
     crate::codec_guard::check(obj, ny, nx, samples, bits).map_err(|m| Error::file(path, m))?;
-    // Frame 0 only: series are single-frame, and this bounds the work.
-    let pd = obj.decode_pixel_data_frame(0).map_err(|e| {
+    if frame >= h.number_of_frames {
+        return Err(Error::file(
+            path,
+            format!(
+                "frame {} asked of {} frame(s)",
+                frame + 1,
+                h.number_of_frames
+            ),
+        ));
+    }
+    // One frame at a time: this bounds the work per call.
+    let pd = obj.decode_pixel_data_frame(frame).map_err(|e| {
         Error::file(
             path,
             format!(

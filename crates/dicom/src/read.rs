@@ -25,6 +25,9 @@ pub struct SliceRef {
     /// Position along the slice normal (mm).
     pub position_mm: f64,
     pub instance_number: Option<i64>,
+    /// The frame (0-based) when the image is one frame of a multi-frame
+    /// instance (Enhanced MR).
+    pub frame: Option<u32>,
 }
 
 /// Everything besides the voxels that later steps (RTSTRUCT, SEG, reports)
@@ -101,13 +104,25 @@ pub fn read_series(
         pb.set_length(p.slices.len() as u64);
     }
     let [nx, ny, _] = p.stack_geometry.size;
+    // Multi-frame instances are parsed once; their frames decode from it.
+    let mut multi = std::collections::HashMap::new();
+    for h in p.slices.iter().filter(|h| h.frame.is_some()) {
+        if !multi.contains_key(&h.path) {
+            multi.insert(h.path.clone(), crate::header::open_full(&h.path)?);
+        }
+    }
     // Each slice is decoded straight into its place in the stack.
     let mut stack = vec![0.0f32; nx * ny * p.slices.len()];
     stack
         .par_chunks_mut(nx * ny)
         .zip(p.slices.par_iter())
         .try_for_each(|(out, h)| {
-            crate::pixels::decode_file_into(h, nx, ny, out)?;
+            match (h.frame, multi.get(&h.path)) {
+                (Some(k), Some(obj)) => {
+                    crate::pixels::decode_frame_into(obj, &h.path, k, nx, ny, out)?
+                }
+                _ => crate::pixels::decode_file_into(h, nx, ny, out)?,
+            }
             if let Some(pb) = progress {
                 pb.inc(1);
             }
@@ -147,6 +162,7 @@ pub fn read_series(
                 image_position: h.image_position.unwrap_or_default(),
                 position_mm: *pos,
                 instance_number: h.instance_number,
+                frame: h.frame,
             })
             .collect(),
         slices_are_instances: p.slices_are_instances(),

@@ -148,7 +148,7 @@ fn roi_items(
                     k as f64,
                 ]));
             }
-            let image_ref = image_ref(&slice.sop_class_uid, &slice.sop_instance_uid);
+            let image_ref = image_ref(slice);
             contours.push(item([
                 seq(tags::CONTOUR_IMAGE_SEQUENCE, vec![image_ref]),
                 text(tags::CONTOUR_GEOMETRIC_TYPE, VR::CS, "CLOSED_PLANAR"),
@@ -287,11 +287,7 @@ pub fn build_rtstruct(
             text(tags::ROI_INTERPRETER, VR::PN, ""),
         ]));
     }
-    let images: Vec<InMemDicomObject> = meta
-        .slices
-        .iter()
-        .map(|s| image_ref(&s.sop_class_uid, &s.sop_instance_uid))
-        .collect();
+    let images: Vec<InMemDicomObject> = meta.slices.iter().map(image_ref).collect();
     let series_ref = item([
         text(
             tags::SERIES_INSTANCE_UID,

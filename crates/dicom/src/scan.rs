@@ -7,7 +7,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::header::{has_dicm_magic, read_header, InstanceHeader};
+use crate::header::{has_dicm_magic, read_headers, InstanceHeader};
 use crate::Error;
 
 /// SOP Class of a DICOMDIR (Media Storage Directory Storage).
@@ -29,7 +29,7 @@ pub struct ScanReport {
 }
 
 enum Found {
-    Instance(Box<InstanceHeader>),
+    Instances(Vec<InstanceHeader>),
     NotDicom(PathBuf),
     Unreadable(PathBuf, String),
     DicomDir(PathBuf),
@@ -41,9 +41,14 @@ fn classify(path: PathBuf) -> Found {
         Err(e) => return Found::Unreadable(path, e.to_string()),
         Ok(true) => {}
     }
-    match read_header(&path) {
-        Ok(h) if h.sop_class_uid == MEDIA_STORAGE_DIRECTORY => Found::DicomDir(path),
-        Ok(h) => Found::Instance(Box::new(h)),
+    match read_headers(&path) {
+        Ok(h)
+            if h.first()
+                .is_some_and(|h| h.sop_class_uid == MEDIA_STORAGE_DIRECTORY) =>
+        {
+            Found::DicomDir(path)
+        }
+        Ok(h) => Found::Instances(h),
         Err(e) => {
             let msg = match e {
                 Error::File { message, .. } => message,
@@ -96,7 +101,7 @@ pub fn scan(root: &Path, progress: Option<&ProgressBar>) -> Result<ScanReport, E
     };
     for f in found {
         match f {
-            Found::Instance(h) => report.instances.push(*h),
+            Found::Instances(h) => report.instances.extend(h),
             Found::NotDicom(p) => report.non_dicom.push(p),
             Found::Unreadable(p, m) => report.unreadable.push((p, m)),
             Found::DicomDir(p) => report.dicomdir.push(p),

@@ -121,27 +121,15 @@ pub fn build_seg(
     let per_frame: Vec<InMemDicomObject> = frames
         .iter()
         .map(|&(seg, k)| {
-            let s = &meta.slices[k];
-            let source = item([
-                text(
-                    tags::REFERENCED_SOP_CLASS_UID,
-                    VR::UI,
-                    s.sop_class_uid.clone(),
-                ),
-                text(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    s.sop_instance_uid.clone(),
-                ),
-                seq(
-                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                    vec![code(
-                        "121322",
-                        "DCM",
-                        "Source image for image processing operation",
-                    )],
-                ),
-            ]);
+            let mut source = image_ref(&meta.slices[k]);
+            source.put(seq(
+                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                vec![code(
+                    "121322",
+                    "DCM",
+                    "Source image for image processing operation",
+                )],
+            ));
             item([
                 seq(
                     tags::DERIVATION_IMAGE_SEQUENCE,
@@ -200,11 +188,7 @@ pub fn build_seg(
             text(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label),
         ])
     };
-    let referenced: Vec<InMemDicomObject> = meta
-        .slices
-        .iter()
-        .map(|s| image_ref(&s.sop_class_uid, &s.sop_instance_uid))
-        .collect();
+    let referenced: Vec<InMemDicomObject> = meta.slices.iter().map(image_ref).collect();
     let mut obj = item([
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
         InMemElement::new(

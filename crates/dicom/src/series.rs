@@ -127,7 +127,7 @@ fn volume_problem(slices: &[&InstanceHeader]) -> Option<String> {
     if !h.has_pixel_data {
         return Some("no pixel data (not an image)".into());
     }
-    if h.number_of_frames > 1 {
+    if h.number_of_frames > 1 && h.frame.is_none() {
         return Some(format!(
             "multi-frame instance ({} frames): Enhanced/multi-frame images are not supported yet",
             h.number_of_frames
@@ -450,6 +450,18 @@ pub fn plan(
     for (p, h) in order {
         if let Some((q, prev)) = kept.last() {
             if (p - q).abs() < DUPLICATE_POSITION_MM {
+                if prev.sop_instance_uid == h.sop_instance_uid && prev.frame != h.frame {
+                    return Err(Error::series(
+                        root,
+                        format!(
+                            "{}: frames {} and {} lie at the same position {p:.3} mm \
+                             (several stacks, e.g. echoes or time points, in one instance): not supported",
+                            name(&h.path),
+                            prev.frame.map_or(1, |f| f + 1),
+                            h.frame.map_or(1, |f| f + 1)
+                        ),
+                    ));
+                }
                 if prev.sop_instance_uid == h.sop_instance_uid {
                     warnings.push(format!(
                         "{} is a second copy of SOP instance {} ({}); ignored",

@@ -245,6 +245,7 @@ pub fn write_mr_series(
                 image_position: ipp,
                 position_mm: position,
                 instance_number: Some(k as i64 + 1),
+                frame: None,
             })
         })
         .collect::<Result<_, Error>>()?;

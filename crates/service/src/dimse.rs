@@ -145,6 +145,7 @@ pub fn store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8>
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 pub const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
 pub const ENHANCED_MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4.1";
+pub const LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4.4";
 /// Accepted so that a PACS pushing a whole study does not fail on its CT;
 /// routing then skips it.
 pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";

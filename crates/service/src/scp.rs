@@ -33,6 +33,7 @@ pub const MAX_INSTANCE_BYTES: usize = 1 << 30;
 pub const STORAGE_CLASSES: &[&str] = &[
     dimse::MR_IMAGE_STORAGE,
     dimse::ENHANCED_MR_IMAGE_STORAGE,
+    dimse::LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE,
     dimse::CT_IMAGE_STORAGE,
 ];
 
