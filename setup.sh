@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mricron-data plastimatch dcmtk dicom3tools orthanc curl python3-pip time)
+APT_PACKAGES=(mricron-data plastimatch dcmtk dicom3tools orthanc curl chromium python3-pip time)
 # Pinned so conformance results do not drift (pylibjpeg: JPEG decoding for
 # pydicom; picai_eval: the lesion-detection evaluation we check against).
 PIP_PACKAGES=(numpy==2.4.6 scipy==1.17.1 nibabel==5.4.2 pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg==2.5.0 highdicom==0.28.2
@@ -31,6 +31,18 @@ fi
 if ! python3 -c "import scipy, nibabel, pydicom, pylibjpeg, libjpeg, highdicom, picai_eval" >/dev/null 2>&1; then
   echo "== installing Python packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+
+# The review page's browser test: node + npm (Debian's unless one is already
+# installed), and playwright-core pinned in tests/browser/package-lock.json.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "== installing node and npm"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "== installing playwright-core (tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 [ "${1:-}" = "--deps-only" ] && exit 0

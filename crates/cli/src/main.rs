@@ -46,6 +46,7 @@ enum Command {
     Segment(commands::segment::SegmentArgs),
     Demo(commands::demo::DemoArgs),
     Serve(commands::serve::ServeArgs),
+    Review(commands::review::ReviewArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
         Command::Segment(a) => commands::segment::run(&a),
         Command::Demo(a) => commands::demo::run(&a),
         Command::Serve(a) => commands::serve::run(&a),
+        Command::Review(a) => commands::review::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,6 +184,57 @@ fn dcmtk_peers_echo_store_route_and_receive_a_valid_rtstruct() {
     ] {
         assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
     }
+    // The review page for the job: public page, data behind the token;
+    // accept every lesion and send the reviewed structure set to the TPS.
+    let (code, html) = srv.http("GET", &format!("/review/{id}/"), None, None);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&html).contains("review.js"));
+    assert_eq!(
+        srv.http("GET", &format!("/review/{id}/api/meta"), None, None)
+            .0,
+        401
+    );
+    let meta = srv.get_json(&format!("/review/{id}/api/meta"));
+    let ids: Vec<u64> = meta["lesions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, job["lesions"].as_u64().unwrap());
+    let body = tmp.path().join("decisions.json");
+    let decisions: serde_json::Map<String, serde_json::Value> = ids
+        .iter()
+        .map(|i| (i.to_string(), "accepted".into()))
+        .collect();
+    std::fs::write(
+        &body,
+        serde_json::json!({"reviewer": "physicist", "decisions": decisions}).to_string(),
+    )
+    .unwrap();
+    let (code, b) = srv.http(
+        "POST",
+        &format!("/review/{id}/api/decisions"),
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    std::fs::write(&body, r#"{"send": true}"#).unwrap();
+    let (code, b) = srv.http(
+        "POST",
+        &format!("/review/{id}/api/export"),
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    let e: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(e["sent"][0]["ok"], true, "{e}");
+    assert_eq!(tps.received().len(), 2);
+    let reviewed = srv.events("review_export");
+    assert_eq!(reviewed.len(), 1);
+    assert_eq!(reviewed[0]["reviewer"], "physicist");
+    assert_ne!(reviewed[0]["rtstruct_uid"], f["sop"]);
+
     // The audit log names who sent what, never the patient.
     let audit = std::fs::read_to_string(srv.dir.join("store/audit.jsonl")).unwrap();
     let patient = py(&format!(

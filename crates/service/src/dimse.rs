@@ -50,10 +50,77 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> String {
         .unwrap_or_default()
 }
 
+/// The command elements we read, with their fixed sizes (binary VRs).
+/// Anything else in a command set (retired or unknown elements) is dropped
+/// before dicom-rs parses it.
+fn known_element(element: u16) -> Option<Option<usize>> {
+    match element {
+        0x0000 => Some(Some(4)),
+        0x0100 | 0x0110 | 0x0120 | 0x0700 | 0x0800 | 0x0900 => Some(Some(2)),
+        // Affected SOP Class/Instance UID, Error Comment.
+        0x0002 | 0x1000 | 0x0902 => Some(None),
+        _ => None,
+    }
+}
+
+/// Checks that a command set is a flat run of whole elements, in tag
+/// order, with binary elements of their fixed size, and keeps only the
+/// elements we read. dicom-rs allocates what an element declares, so a
+/// 70-byte command claiming gigabytes, or a UL element of 1 or 2 bytes,
+/// made it allocate gigabytes (the `dicom_node` fuzz target's findings).
+/// Command sets have no sequences and no undefined lengths (PS3.7 §6.3.1).
+fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut p = 0usize;
+    let mut last: Option<u16> = None;
+    while p < bytes.len() {
+        let Some(h) = bytes.get(p..p + 8) else {
+            return Err(format!(
+                "command set ends inside an element header at byte {p}"
+            ));
+        };
+        let group = u16::from_le_bytes([h[0], h[1]]);
+        let element = u16::from_le_bytes([h[2], h[3]]);
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let left = bytes.len() - p - 8;
+        if group != 0x0000 {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) in a command set"
+            ));
+        }
+        if len > left {
+            return Err(format!(
+                "element (0000,{element:04X}) declares {len} bytes but only {left} remain"
+            ));
+        }
+        if last.is_some_and(|l| element <= l) {
+            return Err(format!(
+                "element (0000,{element:04X}) out of order or repeated"
+            ));
+        }
+        last = Some(element);
+        match known_element(element) {
+            Some(Some(size)) if size != len => {
+                return Err(format!(
+                    "element (0000,{element:04X}) has {len} bytes, expected {size}"
+                ));
+            }
+            Some(_) => out.extend_from_slice(&bytes[p..p + 8 + len]),
+            None => {}
+        }
+        p += 8 + len;
+    }
+    Ok(out)
+}
+
 /// Parses a command set; an error says what is wrong with it.
 pub fn parse(bytes: &[u8]) -> Result<Command, String> {
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| format!("unreadable command set: {e}"))?;
+    let clean = sanitize(bytes)?;
+    let obj = InMemDicomObject::read_dataset_with_ts(
+        clean.as_slice(),
+        &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .map_err(|e| format!("unreadable command set: {e}"))?;
     let u16_of = |tag: Tag| -> Option<u16> { obj.get(tag).and_then(|e| e.to_int::<u16>().ok()) };
     let field = u16_of(tags::COMMAND_FIELD).ok_or("command set without Command Field")?;
     Ok(Command {
@@ -195,5 +262,14 @@ mod tests {
             (C_ECHO_RSP, 3, VERIFICATION)
         );
         assert!(parse(b"\x00\x00garbage").is_err());
+        // A declared length past the end (the fuzzer's out-of-memory input)
+        // and a non-command group are refused before parsing.
+        let oom = [0u8, 0, 0, 1, 0xff, 0xff, 0xff, 0x7f, 1, 2];
+        assert!(parse(&oom).unwrap_err().contains("declares"));
+        assert!(parse(&[8, 0, 0x16, 0, 0, 0, 0, 0])
+            .unwrap_err()
+            .contains("command set"));
+        let odd_ul = [0u8, 0, 0, 0, 1, 0, 0, 0, 7];
+        assert!(parse(&odd_ul).unwrap_err().contains("expected 4"));
     }
 }

@@ -41,12 +41,19 @@ pub fn router(svc: Svc) -> Router {
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/{file}", get(result_file))
         .route("/metrics", get(crate::http::metrics))
-        .layer(middleware::from_fn_with_state(svc.clone(), auth));
+        .route_layer(middleware::from_fn_with_state(svc.clone(), auth));
+    let review = crate::review_http::router(Arc::new(crate::review::ReviewApp {
+        token: svc.config.bearer().to_string(),
+        cases: crate::review::Cases::Jobs(Default::default()),
+        audit: svc.audit.clone(),
+        service: Some(svc.clone()),
+    }));
     Router::new()
         .route("/healthz", get(health))
         .merge(api)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(svc)
+        .merge(review)
 }
 
 pub async fn serve(svc: Svc, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
@@ -60,7 +67,7 @@ pub async fn serve(svc: Svc, listener: tokio::net::TcpListener) -> anyhow::Resul
     Ok(())
 }
 
-async fn shutdown() {
+pub async fn shutdown() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -76,7 +83,7 @@ async fn shutdown() {
 }
 
 /// Constant-time comparison, so response timing does not leak the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

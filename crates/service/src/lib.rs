@@ -10,7 +10,9 @@
 //!   process, so a failure in a job cannot take the node down;
 //! - result delivery by C-STORE with retry and backoff ([`scu`]);
 //! - an HTTP API with a bearer token ([`http`]), Prometheus metrics, and an
-//!   audit log with identifiers only ([`audit`]).
+//!   audit log with identifiers only ([`audit`]);
+//! - the review page ([`review`]): accept or reject proposed lesions and
+//!   send the accepted ones on (also `delineate review CASE_DIR`).
 //!
 //! Design and operation: docs/service.md.
 
@@ -20,6 +22,8 @@ pub mod dimse;
 pub mod durable;
 pub mod http;
 pub mod queue;
+pub mod review;
+pub mod review_http;
 pub mod scp;
 pub mod scu;
 pub mod worker;
@@ -123,7 +127,7 @@ impl Counters {
 pub struct Service {
     pub config: Config,
     pub queue: queue::Queue,
-    pub audit: audit::Audit,
+    pub audit: Arc<audit::Audit>,
     pub dirs: Dirs,
     /// The `delineate` executable that runs `segment` for each job.
     pub exe: PathBuf,
@@ -137,7 +141,7 @@ impl Service {
     pub fn new(config: Config, exe: PathBuf) -> Result<Arc<Self>, Error> {
         let dirs = Dirs::create(&config.storage.dir)?;
         let queue = queue::Queue::open(&dirs.root.join("queue.sqlite"))?;
-        let audit = audit::Audit::open(&dirs.root.join("audit.jsonl"))?;
+        let audit = Arc::new(audit::Audit::open(&dirs.root.join("audit.jsonl"))?);
         Ok(Arc::new(Service {
             config,
             queue,
@@ -206,4 +210,46 @@ pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
     worker::kill_children(&svc);
     svc.audit.event("service_stopped", serde_json::json!({}));
     Ok(())
+}
+
+/// `delineate review`: serves the review page of one `delineate segment`
+/// output folder on 127.0.0.1 until Ctrl-C. The token is made here and
+/// printed in the link.
+pub fn run_review(out: &Path, image: Option<&Path>, port: u16) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "case".into());
+    let case = review::Case::load(&name, out, image, None).map_err(anyhow::Error::msg)?;
+    let audit = Arc::new(audit::Audit::open(&out.join("review-audit.jsonl"))?);
+    let app = Arc::new(review::ReviewApp {
+        token: queue::new_id() + &queue::new_id(),
+        cases: review::Cases::One(Arc::new(case)),
+        audit,
+        service: None,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .with_context(|| format!("127.0.0.1:{port}: cannot listen"))?;
+    let addr = listener.local_addr()?;
+    // A closed stdout (a caller that read the link and left) is no reason
+    // to stop serving.
+    let mut stdout = std::io::stdout();
+    let _ = std::io::Write::write_all(
+        &mut stdout,
+        format!(
+            "review page: http://{addr}/review/case/#token={}\n(Ctrl-C to stop; decisions go to {}/review.json)\n",
+            app.token,
+            out.display()
+        )
+        .as_bytes(),
+    );
+    let _ = std::io::Write::flush(&mut stdout);
+    rt.block_on(review_http::serve_one(app, listener))
 }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod dicom;
 pub mod evaluate;
 pub mod info;
+pub mod review;
 pub mod rtstruct;
 pub mod segment;
 pub mod serve;

@@ -376,7 +376,11 @@ pub fn segment_case<B: Backend>(
         timings.push((s.to_string(), *secs));
     }
     let t = Instant::now();
-    let rtstruct = write_outputs(a, &staging, &image, meta, &seg, model, name)?;
+    let input = CaseInput {
+        name,
+        path: input_path,
+    };
+    let rtstruct = write_outputs(a, &staging, &image, meta, &seg, model, &input)?;
     staging.commit()?;
     timings.push(("write".into(), t.elapsed().as_secs_f64()));
     tracing::info!(seconds = t.elapsed().as_secs_f64(), "wrote the outputs");
@@ -390,6 +394,12 @@ pub fn segment_case<B: Backend>(
     })
 }
 
+/// The input of one case: its name (for messages and descriptions) and path.
+struct CaseInput<'a> {
+    name: &'a str,
+    path: &'a Path,
+}
+
 fn write_outputs<B: Backend>(
     a: &SegmentArgs,
     staging: &Staging,
@@ -397,8 +407,9 @@ fn write_outputs<B: Backend>(
     meta: Option<SeriesMeta>,
     seg: &Segmentation,
     model: &Loaded<B>,
-    name: &str,
+    input: &CaseInput,
 ) -> Result<Option<()>> {
+    let (name, input_path) = (input.name, input.path);
     let dir = staging.dir();
     let nopts = NiftiWriteOptions::default();
     write_nifti(&dir.join("probability.nii.gz"), &seg.probability, &nopts)?;
@@ -447,6 +458,7 @@ fn write_outputs<B: Backend>(
     }
     let json = serde_json::json!({
         "input": name,
+        "input_path": std::path::absolute(input_path).unwrap_or_else(|_| input_path.to_path_buf()),
         "model": model.name,
         "engine": model.engine(),
         "model_network": model.info.network,

@@ -1,0 +1,411 @@
+//! The review page: the image in three views with the proposed contours,
+//! the lesion list, accept/reject per lesion, and export of the accepted
+//! lesions as an RT Structure Set (sent on to the destinations from the
+//! service). Served by `delineate serve` (`/review/{job}/`) and by
+//! `delineate review CASE_DIR` (`/review/case/`).
+//!
+//! The page and its script are embedded in the binary (assets/); nothing is
+//! fetched from elsewhere. Its data routes (`.../api/...`) need the bearer
+//! token, which the page takes from the URL fragment (`#token=...`, never
+//! sent to the server in the URL) and sends in the Authorization header.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use delineate_imaging::{read_nifti_any, Volume};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::Audit;
+use crate::config::Destination;
+
+pub const PAGE: &str = include_str!("../assets/review.html");
+pub const SCRIPT: &str = include_str!("../assets/review.js");
+
+/// Everything the page shows for one case, on a display grid reoriented to
+/// LPS (i → patient left, j → posterior, k → superior), so that views are
+/// in the radiological convention whatever the acquisition.
+pub struct Case {
+    pub name: String,
+    pub image: Volume<f32>,
+    pub labels: Volume<u32>,
+    pub lesions: Vec<LesionView>,
+    /// Where decisions and exports are written.
+    pub dir: PathBuf,
+    /// The DICOM series the structure set refers to (None: NIfTI only).
+    pub reference: Option<PathBuf>,
+    /// The proposed mask on the reference grid.
+    pub mask_path: PathBuf,
+    /// Display window (1st and 99.5th percentile of the image).
+    pub window: [f32; 2],
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LesionView {
+    pub id: u32,
+    pub voxels: u64,
+    pub volume_mm3: f64,
+    pub equivalent_diameter_mm: f64,
+    pub max_probability: f64,
+    pub mean_probability: f64,
+    /// Centroid voxel on the display grid.
+    pub centre: [usize; 3],
+}
+
+/// Decisions stored with the case (`review.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Decisions {
+    pub reviewer: String,
+    pub time: String,
+    /// Lesion id → "accepted" or "rejected".
+    pub decisions: BTreeMap<u32, String>,
+}
+
+impl Case {
+    /// Loads a `delineate segment` output folder: `mask.nii.gz`,
+    /// `lesions.json`, with the image from `image` (a DICOM folder or NIfTI
+    /// file; default: the input recorded in lesions.json).
+    pub fn load(
+        name: &str,
+        out: &Path,
+        image: Option<&Path>,
+        reference: Option<&Path>,
+    ) -> Result<Case, String> {
+        let les_path = out.join("lesions.json");
+        let les: serde_json::Value = std::fs::read(&les_path)
+            .map_err(|e| format!("{}: {e}", les_path.display()))
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", les_path.display()))
+            })?;
+        let recorded = les["input_path"].as_str().map(PathBuf::from);
+        let image_path = image.map(Path::to_path_buf).or(recorded).ok_or_else(|| {
+            format!(
+                "{}: no input_path recorded: give the image (--image)",
+                les_path.display()
+            )
+        })?;
+        let (image_vol, dicom_ref) = if image_path.is_dir() {
+            let s = delineate_dicom::read_series(&image_path, &Default::default(), None)
+                .map_err(|e| e.to_string())?;
+            (s.volume, Some(image_path.clone()))
+        } else {
+            let (v, _) = read_nifti_any(&image_path).map_err(|e| e.to_string())?;
+            (v.into_f32(), None)
+        };
+        let mask_path = out.join("mask.nii.gz");
+        let (mask, _) = read_nifti_any(&mask_path).map_err(|e| e.to_string())?;
+        let mask = mask.into_f32().map(|&v| v.max(0.0).round() as u32);
+        if !mask.geometry().same_grid(image_vol.geometry(), 1e-3) {
+            return Err(format!(
+                "{}: not on the grid of the image {}",
+                mask_path.display(),
+                image_path.display()
+            ));
+        }
+        let image = image_vol.reorient("LPS").map_err(|e| e.to_string())?;
+        let labels = mask.reorient("LPS").map_err(|e| e.to_string())?;
+        let lesions = lesion_views(&les["lesions"], &labels);
+        let window = percentiles(image.data().iter(), [0.01, 0.995]);
+        Ok(Case {
+            name: name.to_string(),
+            image,
+            labels,
+            lesions,
+            dir: out.to_path_buf(),
+            reference: reference.map(Path::to_path_buf).or(dicom_ref),
+            mask_path,
+            window,
+        })
+    }
+
+    pub fn meta(&self, can_send: bool) -> serde_json::Value {
+        let g = self.image.geometry();
+        json!({
+            "name": self.name,
+            "size": g.size,
+            "spacing": g.spacing,
+            "window": self.window,
+            "lesions": self.lesions,
+            "review": self.decisions(),
+            "can_export_rtstruct": self.reference.is_some(),
+            "can_send": can_send,
+        })
+    }
+
+    /// One slice for display: `axis` 0 sagittal (index i), 1 coronal (j),
+    /// 2 axial (k). Row 0 is the top of the screen (anterior for axial,
+    /// superior otherwise). Bytes: width·height float32 image values, then
+    /// width·height uint16 labels, little endian.
+    pub fn slice(&self, axis: usize, index: usize) -> Option<(usize, usize, Vec<u8>)> {
+        let [nx, ny, nz] = self.image.geometry().size;
+        let (w, h) = match axis {
+            0 => (ny, nz),
+            1 => (nx, nz),
+            2 => (nx, ny),
+            _ => return None,
+        };
+        if index >= [nx, ny, nz][axis] {
+            return None;
+        }
+        let at = |col: usize, row: usize| -> [usize; 3] {
+            match axis {
+                0 => [index, col, nz - 1 - row],
+                1 => [col, index, nz - 1 - row],
+                _ => [col, row, index],
+            }
+        };
+        let (img, lab) = (self.image.data(), self.labels.data());
+        let mut out = Vec::with_capacity(w * h * 6);
+        for row in 0..h {
+            for col in 0..w {
+                out.extend_from_slice(&img[at(col, row)].to_le_bytes());
+            }
+        }
+        for row in 0..h {
+            for col in 0..w {
+                out.extend_from_slice(
+                    &(lab[at(col, row)].min(u16::MAX as u32) as u16).to_le_bytes(),
+                );
+            }
+        }
+        Some((w, h, out))
+    }
+
+    pub fn decisions(&self) -> Decisions {
+        std::fs::read(self.dir.join("review.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Stores the decisions (atomically) and logs them.
+    pub fn save_decisions(
+        &self,
+        d: &Decisions,
+        audit: &Audit,
+        who: &str,
+        job: &str,
+    ) -> Result<(), String> {
+        let known: Vec<u32> = self.lesions.iter().map(|l| l.id).collect();
+        for (id, v) in &d.decisions {
+            if !known.contains(id) || (v != "accepted" && v != "rejected") {
+                return Err(format!(
+                    "lesion {id}: {v:?} (lesions {known:?}; accepted or rejected)"
+                ));
+            }
+        }
+        let mut d = d.clone();
+        d.time = crate::audit::rfc3339_now();
+        let bytes = serde_json::to_vec_pretty(&d).map_err(|e| e.to_string())?;
+        crate::durable::write(&self.dir.join("review.json"), &bytes).map_err(|e| e.to_string())?;
+        let pick = |s: &str| -> Vec<u32> {
+            d.decisions
+                .iter()
+                .filter(|(_, v)| *v == s)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        audit.event(
+            "review_decisions",
+            json!({"job": job, "case": self.name, "reviewer": d.reviewer, "client": who,
+                   "accepted": pick("accepted"), "rejected": pick("rejected"),
+                   "undecided": known.iter().filter(|k| !d.decisions.contains_key(k)).collect::<Vec<_>>()}),
+        );
+        Ok(())
+    }
+
+    /// Writes `reviewed/rtstruct.dcm` with the accepted lesions only.
+    pub fn export(&self) -> Result<(PathBuf, Vec<u32>), String> {
+        let reference = self
+            .reference
+            .as_ref()
+            .ok_or("this case has no DICOM series to refer to: no RTSTRUCT (the reviewed mask is in review.json)")?;
+        let d = self.decisions();
+        let accepted: Vec<u32> = d
+            .decisions
+            .iter()
+            .filter(|(_, v)| *v == "accepted")
+            .map(|(k, _)| *k)
+            .collect();
+        if accepted.is_empty() {
+            return Err("no lesion accepted: nothing to export (planning systems refuse empty structure sets)".into());
+        }
+        let series = delineate_dicom::read_series(reference, &Default::default(), None)
+            .map_err(|e| e.to_string())?;
+        let (mask, _) = read_nifti_any(&self.mask_path).map_err(|e| e.to_string())?;
+        let keep = accepted.clone();
+        let labels = mask
+            .into_f32()
+            .map(|&v| v.max(0.0).round() as u32)
+            .map(|&l| if keep.contains(&l) { l } else { 0 });
+        let rois: Vec<delineate_dicom::RoiSpec> = self
+            .lesions
+            .iter()
+            .filter(|l| accepted.contains(&l.id))
+            .enumerate()
+            .map(|(n, l)| delineate_dicom::RoiSpec {
+                label: l.id,
+                name: format!("Lesion {}", l.id),
+                color: delineate_dicom::rtstruct_write::PALETTE[n % 8],
+                interpreted_type: "GTV".into(),
+                description: format!(
+                    "delineate, accepted by {}: max probability {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
+                    if d.reviewer.is_empty() { "reviewer" } else { &d.reviewer },
+                    l.max_probability,
+                    l.volume_mm3,
+                    l.equivalent_diameter_mm
+                ),
+            })
+            .collect();
+        let dir = self.dir.join("reviewed");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join("rtstruct.dcm");
+        let opts = delineate_dicom::RtStructOptions {
+            series_description: "delineate contours, reviewed".into(),
+            generation_algorithm: "SEMIAUTOMATIC".into(),
+            ..Default::default()
+        };
+        delineate_dicom::write_rtstruct(
+            &path,
+            &labels,
+            series.volume.geometry(),
+            &series.meta,
+            &rois,
+            &opts,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((path, accepted))
+    }
+}
+
+fn lesion_views(list: &serde_json::Value, labels: &Volume<u32>) -> Vec<LesionView> {
+    let mut sums: HashMap<u32, ([f64; 3], u64)> = HashMap::new();
+    for ((i, j, k), &l) in labels.data().indexed_iter() {
+        if l > 0 {
+            let e = sums.entry(l).or_insert(([0.0; 3], 0));
+            e.0[0] += i as f64;
+            e.0[1] += j as f64;
+            e.0[2] += k as f64;
+            e.1 += 1;
+        }
+    }
+    let mut v: Vec<LesionView> = list
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| {
+            let id = l["id"].as_u64()? as u32;
+            let (s, n) = sums.get(&id)?;
+            let c = |a: usize| (s[a] / *n as f64).round() as usize;
+            Some(LesionView {
+                id,
+                voxels: *n,
+                volume_mm3: l["volume_mm3"].as_f64().unwrap_or(0.0),
+                equivalent_diameter_mm: l["equivalent_diameter_mm"].as_f64().unwrap_or(0.0),
+                max_probability: l["max_probability"].as_f64().unwrap_or(0.0),
+                mean_probability: l["mean_probability"].as_f64().unwrap_or(0.0),
+                centre: [c(0), c(1), c(2)],
+            })
+        })
+        .collect();
+    // Most confident first.
+    v.sort_by(|a, b| {
+        b.max_probability
+            .total_cmp(&a.max_probability)
+            .then(a.id.cmp(&b.id))
+    });
+    v
+}
+
+fn percentiles<'a>(data: impl Iterator<Item = &'a f32>, q: [f64; 2]) -> [f32; 2] {
+    let mut s: Vec<f32> = data.copied().filter(|v| v.is_finite()).step_by(7).collect();
+    if s.is_empty() {
+        return [0.0, 1.0];
+    }
+    s.sort_by(f32::total_cmp);
+    let at = |f: f64| s[((s.len() - 1) as f64 * f) as usize];
+    [at(q[0]), at(q[1])]
+}
+
+/// Where cases come from: one fixed case (`delineate review`) or the jobs
+/// of the service, loaded on first view and kept (at most a few).
+pub enum Cases {
+    One(Arc<Case>),
+    Jobs(Mutex<Vec<(String, Arc<Case>)>>),
+}
+
+/// Cases kept in memory by the service (each is a few hundred MB at most).
+pub const CACHED_CASES: usize = 3;
+
+/// What the review routes need.
+pub struct ReviewApp {
+    pub token: String,
+    pub cases: Cases,
+    pub audit: Arc<Audit>,
+    /// The service, for loading job cases and sending results.
+    pub service: Option<Arc<crate::Service>>,
+}
+
+impl ReviewApp {
+    pub fn case(&self, id: &str) -> Result<Arc<Case>, (u16, String)> {
+        match &self.cases {
+            Cases::One(c) => {
+                if id == "case" {
+                    Ok(c.clone())
+                } else {
+                    Err((404, format!("no case {id}")))
+                }
+            }
+            Cases::Jobs(cache) => {
+                if let Some((_, c)) = cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|(k, _)| k == id)
+                {
+                    return Ok(c.clone());
+                }
+                let svc = self
+                    .service
+                    .as_ref()
+                    .ok_or((500, "no service".to_string()))?;
+                let job = svc
+                    .queue
+                    .job(id)
+                    .map_err(|e| (500, e.to_string()))?
+                    .ok_or((404, format!("no job {id}")))?;
+                if job.state == crate::queue::QUEUED || job.state == crate::queue::RUNNING {
+                    return Err((
+                        409,
+                        format!("job {id} is {}: nothing to review yet", job.state),
+                    ));
+                }
+                let out = svc.dirs.job(id).join("out");
+                let (image, reference) = if job.input_kind == "nifti" {
+                    (out.join("dicom"), Some(out.join("dicom")))
+                } else {
+                    (PathBuf::from(&job.input), Some(PathBuf::from(&job.input)))
+                };
+                let case = Case::load(id, &out, Some(&image), reference.as_deref())
+                    .map(Arc::new)
+                    .map_err(|e| (500, e))?;
+                let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                c.push((id.to_string(), case.clone()));
+                if c.len() > CACHED_CASES {
+                    c.remove(0);
+                }
+                Ok(case)
+            }
+        }
+    }
+
+    pub fn destinations(&self) -> Vec<Destination> {
+        self.service
+            .as_ref()
+            .map(|s| s.config.destinations.clone())
+            .unwrap_or_default()
+    }
+}
