@@ -63,6 +63,7 @@ fn blank() -> InstanceHeader {
         bits_allocated: Some(16),
         pixel_representation: Some(0),
         number_of_frames: 1,
+        frame: None,
         rescale_slope: 1.0,
         rescale_intercept: 0.0,
         has_pixel_data: true,
