@@ -87,24 +87,31 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn auth(State(svc): State<Svc>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+/// Whether the request carries `Authorization: Bearer <token>`.
+pub fn has_bearer(headers: &HeaderMap, token: &str) -> bool {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if same(t.as_bytes(), svc.config.bearer().as_bytes()) => next.run(req).await,
-        _ => {
-            Counters::inc(&svc.counters.http_unauthorized);
-            let mut r = err(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
-            );
-            r
-        }
+        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
+}
+
+/// 401 with a JSON reason and the WWW-Authenticate challenge.
+pub fn unauthorized(msg: &str) -> Response {
+    let mut r = err(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+async fn auth(State(svc): State<Svc>, req: Request, next: Next) -> Response {
+    if has_bearer(req.headers(), svc.config.bearer()) {
+        next.run(req).await
+    } else {
+        Counters::inc(&svc.counters.http_unauthorized);
+        unauthorized("missing or wrong bearer token")
     }
 }
 
@@ -269,32 +276,24 @@ fn unzip(body: &[u8], dir: &Path, max_bytes: usize) -> Result<usize, Refusal> {
 
 /// The series of the first DICOM file in an upload.
 fn first_series(dir: &Path, peer: &str) -> Result<SeriesKey, Refusal> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if delineate_dicom::header::has_dicm_magic(&p).unwrap_or(false) {
-                if let Ok(h) = delineate_dicom::header::read_header(&p) {
-                    return Ok(SeriesKey {
-                        series_uid: h.series_instance_uid,
-                        study_uid: h.study.instance_uid,
-                        modality: h.modality,
-                        description: h.series_description,
-                        calling_ae: format!("http {peer}"),
-                    });
-                }
-            }
-        }
-    }
-    Err((
+    let first = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| delineate_dicom::header::has_dicm_magic(e.path()).unwrap_or(false))
+        .find_map(|e| delineate_dicom::header::read_header(e.path()).ok());
+    let h = first.ok_or((
         StatusCode::BAD_REQUEST,
-        "the zip holds no readable DICOM file (Part 10, with the DICM prefix)".into(),
-    ))
+        "the zip holds no readable DICOM file (Part 10, with the DICM prefix)".to_string(),
+    ))?;
+    Ok(SeriesKey {
+        series_uid: h.series_instance_uid,
+        study_uid: h.study.instance_uid,
+        modality: h.modality,
+        description: h.series_description,
+        calling_ae: format!("http {peer}"),
+    })
 }
 
 async fn list(State(svc): State<Svc>) -> Response {
@@ -359,7 +358,7 @@ async fn result_file(
     match tokio::fs::read(&path).await {
         Ok(b) => {
             let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, mime.parse().expect("static mime"));
+            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(mime));
             if let Ok(v) = format!("attachment; filename=\"{id}-{name}\"").parse() {
                 h.insert(header::CONTENT_DISPOSITION, v);
             }

@@ -54,19 +54,10 @@ pub fn router(app: App) -> Router {
 }
 
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| crate::http::same(t.trim().as_bytes(), app.token.as_bytes()));
-    if ok {
+    if crate::http::has_bearer(req.headers(), &app.token) {
         next.run(req).await
     } else {
-        err(
-            401,
-            "missing or wrong bearer token (open the link with #token=...)",
-        )
+        crate::http::unauthorized("missing or wrong bearer token (open the link with #token=...)")
     }
 }
 
