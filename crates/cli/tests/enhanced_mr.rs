@@ -10,7 +10,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{fails, nib_compare, ok, py, run_tool};
+use support::{dciodvfy_clean, fails, highdicom_enhanced, nib_compare, ok, py};
 
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
@@ -41,21 +41,7 @@ print(json.dumps({{}}))
         "--out",
         &s(&dir.join("single")),
     ]);
-    py(&format!(
-        r#"
-import highdicom as hd
-from highdicom.legacy import LegacyConvertedEnhancedMRImage
-d = {single:?}
-ds = [pydicom.dcmread(os.path.join(d, f)) for f in sorted(os.listdir(d))]
-img = LegacyConvertedEnhancedMRImage(ds, series_instance_uid=hd.UID(), series_number=99,
-    sop_instance_uid=hd.UID(), instance_number=1)
-os.makedirs({multi:?})
-img.save_as(os.path.join({multi:?}, "enhanced.dcm"))
-print(json.dumps({{"frames": int(img.NumberOfFrames)}}))
-"#,
-        single = s(&dir.join("single")),
-        multi = s(&dir.join("multi")),
-    ));
+    highdicom_enhanced(&dir.join("single"), &dir.join("multi"));
 }
 
 #[test]
@@ -86,9 +72,7 @@ fn enhanced_mr_reads_like_its_source_and_gets_frame_references() {
         "--seg",
     ]);
     for f in ["rtstruct.dcm", "seg.dcm"] {
-        let v = run_tool("dciodvfy", &[&s(&out.join(f))]);
-        let msg = String::from_utf8_lossy(&v.stderr);
-        assert!(!msg.contains("Error"), "{f}: dciodvfy:\n{msg}");
+        dciodvfy_clean(&out.join(f));
     }
     let r = py(&format!(
         r#"

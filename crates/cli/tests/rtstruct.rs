@@ -15,25 +15,6 @@ fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// dciodvfy's report; asserts it has no "Error" line.
-fn dciodvfy_clean(file: &Path) -> String {
-    let out = std::process::Command::new("dciodvfy")
-        .arg(file)
-        .output()
-        .expect("dciodvfy (dicom3tools): run ./setup.sh");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !report.lines().any(|l| l.starts_with("Error")),
-        "dciodvfy errors for {}:\n{report}",
-        file.display()
-    );
-    report
-}
-
 /// A mask on the grid of `reference_nii`: label 1 = a ring (sphere with a
 /// spherical hole) with an island in the hole, plus a single voxel; label
 /// 2 = a small ball, plus the voxel at index (0, 0, 0) on the border.

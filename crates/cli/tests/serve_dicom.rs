@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use service_support::*;
-use support::{py, run_tool};
+use support::{dciodvfy_clean, py};
 
 fn done(j: &serde_json::Value) -> bool {
     j["state"] == "done" || j["state"] == "failed"
@@ -114,9 +114,7 @@ fn dcmtk_peers_echo_store_route_and_receive_a_valid_rtstruct() {
     // The planning system got exactly one RTSTRUCT: valid, on our series.
     let got = tps.received();
     assert_eq!(got.len(), 1, "{got:?}");
-    let v = run_tool("dciodvfy", &[&s(&got[0])]);
-    let msg = String::from_utf8_lossy(&v.stderr);
-    assert!(!msg.contains("Error"), "dciodvfy:\n{msg}");
+    dciodvfy_clean(&got[0]);
     let f = rtstruct_facts(&got[0]);
     assert_eq!(f["modality"], "RTSTRUCT");
     assert_eq!(f["series"], series_uid(&case.join("dicom")));
@@ -283,8 +281,7 @@ fn kill_9_during_inference_then_restart_delivers_exactly_once() {
     // Give a would-be second delivery time to arrive.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(tps.received().len(), 1, "{:?}", tps.received());
-    let v = run_tool("dciodvfy", &[&s(&tps.received()[0])]);
-    assert!(!String::from_utf8_lossy(&v.stderr).contains("Error"));
+    dciodvfy_clean(&tps.received()[0]);
 }
 
 #[test]
@@ -475,21 +472,7 @@ fn an_enhanced_mr_instance_is_processed_and_answered_with_frame_references() {
     let case = mr_series();
     // The series as one multi-frame instance, converted by highdicom.
     let multi = tmp.path().join("multi");
-    py(&format!(
-        r#"
-import highdicom as hd
-from highdicom.legacy import LegacyConvertedEnhancedMRImage
-d = {single:?}
-ds = [pydicom.dcmread(os.path.join(d, f)) for f in sorted(os.listdir(d))]
-img = LegacyConvertedEnhancedMRImage(ds, series_instance_uid=hd.UID(), series_number=99,
-    sop_instance_uid=hd.UID(), instance_number=1)
-os.makedirs({multi:?})
-img.save_as(os.path.join({multi:?}, "enhanced.dcm"))
-print(json.dumps({{}}))
-"#,
-        single = s(&case.join("dicom")),
-        multi = s(&multi),
-    ));
+    support::highdicom_enhanced(&case.join("dicom"), &multi);
     let tps = StoreScp::start("TPS", &tmp.path().join("tps"));
     let srv = Server::start(&tmp.path().join("svc"), &[("tps", "TPS", tps.port)], "");
     // -R: propose the files' own SOP class (storescu's default list has no
@@ -507,8 +490,7 @@ print(json.dumps({{}}))
     assert_eq!(jobs[0]["instances"], 1);
     let got = tps.received();
     assert_eq!(got.len(), 1);
-    let v = run_tool("dciodvfy", &[&s(&got[0])]);
-    assert!(!String::from_utf8_lossy(&v.stderr).contains("Error"));
+    dciodvfy_clean(&got[0]);
     let r = py(&format!(
         r#"
 rt = pydicom.dcmread({rt:?}); mf = pydicom.dcmread({mf:?}, stop_before_pixels=True)

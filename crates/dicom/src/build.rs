@@ -64,15 +64,9 @@ pub fn ds(x: f64) -> String {
     format!("{x:.3e}")
 }
 
-/// Date and time now as DICOM DA and TM strings (UTC).
-pub fn now_da_tm() -> (String, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+/// The civil date (year, month, day) of a count of days since 1970-01-01
+/// (Howard Hinnant's algorithm; no calendar crate needed for UTC dates).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -81,7 +75,17 @@ pub fn now_da_tm() -> (String, String) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Date and time now as DICOM DA and TM strings (UTC).
+pub fn now_da_tm() -> (String, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     (
         format!("{y:04}{m:02}{d:02}"),
         format!("{:02}{:02}{:02}", tod / 3600, (tod / 60) % 60, tod % 60),

@@ -121,28 +121,26 @@ fn check_structure(bytes: &[u8], path: &Path) -> Result<(), Error> {
         .map_err(|m| Error::file(path, format!("corrupt DICOM file: {m}")))
 }
 
-/// Reads the header of a Part 10 file (the parse stops before the pixel data).
-pub fn read_header(path: &Path) -> Result<InstanceHeader, Error> {
+/// Parses a Part 10 file up to (not including) its pixel data.
+fn header_object(path: &Path) -> Result<DefaultDicomObject, Error> {
     let bytes = read_bytes(path)?;
     check_structure(&bytes, path)?;
-    let obj = OpenFileOptions::new()
+    OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .read_until(tags::PIXEL_DATA)
         .from_reader(&bytes[PREAMBLE_BYTES..])
-        .map_err(|e| Error::file(path, format!("cannot parse DICOM header: {e}")))?;
-    Ok(extract(&obj, path))
+        .map_err(|e| Error::file(path, format!("cannot parse DICOM header: {e}")))
+}
+
+/// Reads the header of a Part 10 file (the parse stops before the pixel data).
+pub fn read_header(path: &Path) -> Result<InstanceHeader, Error> {
+    Ok(extract(&header_object(path)?, path))
 }
 
 /// Reads the header of a Part 10 file, one header per frame for a
 /// multi-frame (Enhanced MR) instance.
 pub fn read_headers(path: &Path) -> Result<Vec<InstanceHeader>, Error> {
-    let bytes = read_bytes(path)?;
-    check_structure(&bytes, path)?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(&bytes[PREAMBLE_BYTES..])
-        .map_err(|e| Error::file(path, format!("cannot parse DICOM header: {e}")))?;
+    let obj = header_object(path)?;
     let h = extract(&obj, path);
     crate::multiframe::expand(&obj, h).map_err(|m| Error::file(path, m))
 }

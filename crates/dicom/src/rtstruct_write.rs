@@ -51,6 +51,20 @@ pub struct RoiSpec {
     pub description: String,
 }
 
+impl RoiSpec {
+    /// The ROI of proposed lesion `id`, the `n`-th written (its colour):
+    /// "Lesion {id}", a GTV, with `description` (confidence, size, ...).
+    pub fn lesion(id: u32, n: usize, description: String) -> Self {
+        RoiSpec {
+            label: id,
+            name: format!("Lesion {id}"),
+            color: PALETTE[n % PALETTE.len()],
+            interpreted_type: "GTV".into(),
+            description,
+        }
+    }
+}
+
 /// Series-level choices for the structure set.
 #[derive(Clone, Debug)]
 pub struct RtStructOptions {

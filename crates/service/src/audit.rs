@@ -43,8 +43,8 @@ impl Audit {
     }
 }
 
-/// UTC time as RFC 3339 with milliseconds (hand-written: one format, no
-/// time-zone database needed).
+/// UTC time as RFC 3339 with milliseconds (one format, no time-zone
+/// database needed).
 pub fn rfc3339_now() -> String {
     rfc3339(crate::queue::now())
 }
@@ -52,18 +52,8 @@ pub fn rfc3339_now() -> String {
 pub fn rfc3339(unix: f64) -> String {
     let secs = unix.floor() as i64;
     let ms = ((unix - secs as f64) * 1000.0).floor() as i64;
-    let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = delineate_dicom::build::civil_from_days(secs.div_euclid(86_400));
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
         sod / 3600,

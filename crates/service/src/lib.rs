@@ -168,11 +168,7 @@ pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
     let n = &svc.config.node;
     let dicom = std::net::TcpListener::bind((n.bind.as_str(), n.port))
         .with_context(|| format!("DICOM port {}:{}: cannot listen", n.bind, n.port))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP runtime")?;
+    let rt = http_runtime()?;
     let http = rt
         .block_on(tokio::net::TcpListener::bind(&svc.config.http.bind))
         .with_context(|| format!("HTTP {}: cannot listen", svc.config.http.bind))?;
@@ -229,11 +225,7 @@ pub fn run_review(out: &Path, image: Option<&Path>, port: u16) -> anyhow::Result
         audit,
         service: None,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP runtime")?;
+    let rt = http_runtime()?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
         .with_context(|| format!("127.0.0.1:{port}: cannot listen"))?;
@@ -252,4 +244,15 @@ pub fn run_review(out: &Path, image: Option<&Path>, port: u16) -> anyhow::Result
     );
     let _ = std::io::Write::flush(&mut stdout);
     rt.block_on(review_http::serve_one(app, listener))
+}
+
+/// The tokio runtime behind the HTTP servers: two threads are plenty, the
+/// heavy work runs on blocking threads and in worker processes.
+fn http_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")
 }

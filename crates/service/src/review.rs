@@ -245,18 +245,18 @@ impl Case {
             .iter()
             .filter(|l| accepted.contains(&l.id))
             .enumerate()
-            .map(|(n, l)| delineate_dicom::RoiSpec {
-                label: l.id,
-                name: format!("Lesion {}", l.id),
-                color: delineate_dicom::rtstruct_write::PALETTE[n % 8],
-                interpreted_type: "GTV".into(),
-                description: format!(
-                    "delineate, accepted by {}: max probability {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
-                    if d.reviewer.is_empty() { "reviewer" } else { &d.reviewer },
-                    l.max_probability,
-                    l.volume_mm3,
-                    l.equivalent_diameter_mm
-                ),
+            .map(|(n, l)| {
+                delineate_dicom::RoiSpec::lesion(
+                    l.id,
+                    n,
+                    format!(
+                        "delineate, accepted by {}: max probability {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
+                        if d.reviewer.is_empty() { "reviewer" } else { &d.reviewer },
+                        l.max_probability,
+                        l.volume_mm3,
+                        l.equivalent_diameter_mm
+                    ),
+                )
             })
             .collect();
         let dir = self.dir.join("reviewed");

@@ -1,5 +1,4 @@
-//! The DICOM node as SCU: C-STORE of a result to a destination, and C-ECHO
-//! (used at start to report unreachable destinations early).
+//! The DICOM node as SCU: C-STORE of a result to a destination.
 
 use std::io::Write;
 use std::path::Path;
@@ -113,50 +112,6 @@ pub fn store(dest: &Destination, our_ae: &str, path: &Path) -> Result<(), String
         Ok(())
     } else {
         Err(format!("{at}: C-STORE status 0x{status:04X}"))
-    }
-}
-
-/// C-ECHO to `dest`.
-pub fn echo(dest: &Destination, our_ae: &str) -> Result<(), String> {
-    let at = format!(
-        "{} ({}@{}:{})",
-        dest.name, dest.ae_title, dest.host, dest.port
-    );
-    let mut assoc = ClientAssociationOptions::new()
-        .calling_ae_title(our_ae)
-        .called_ae_title(dest.ae_title.as_str())
-        .with_abstract_syntax(dimse::VERIFICATION)
-        .connection_timeout(NETWORK_TIMEOUT)
-        .read_timeout(NETWORK_TIMEOUT)
-        .establish((dest.host.as_str(), dest.port))
-        .map_err(|e| format!("{at}: cannot associate: {e}"))?;
-    let pc = assoc
-        .presentation_contexts()
-        .first()
-        .map(|p| p.id)
-        .ok_or_else(|| format!("{at}: no presentation context"))?;
-    assoc
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: dimse::echo_rq(1),
-            }],
-        })
-        .map_err(|e| format!("{at}: {e}"))?;
-    let ok = match assoc.receive().map_err(|e| format!("{at}: {e}"))? {
-        Pdu::PData { data } => data
-            .first()
-            .and_then(|v| dimse::parse(&v.data).ok())
-            .is_some_and(|c| c.status == Some(dimse::SUCCESS)),
-        _ => false,
-    };
-    let _ = assoc.release();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{at}: C-ECHO failed"))
     }
 }
 

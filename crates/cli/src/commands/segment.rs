@@ -485,15 +485,15 @@ pub fn roi_specs(lesions: &[Lesion]) -> Vec<RoiSpec> {
     lesions
         .iter()
         .enumerate()
-        .map(|(n, l)| RoiSpec {
-            label: l.id,
-            name: format!("Lesion {}", l.id),
-            color: delineate_dicom::rtstruct_write::PALETTE[n % 8],
-            interpreted_type: "GTV".into(),
-            description: format!(
-                "delineate: max probability {:.3}, mean {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
-                l.max_probability, l.mean_probability, l.volume_mm3, l.equivalent_diameter_mm
-            ),
+        .map(|(n, l)| {
+            RoiSpec::lesion(
+                l.id,
+                n,
+                format!(
+                    "delineate: max probability {:.3}, mean {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
+                    l.max_probability, l.mean_probability, l.volume_mm3, l.equivalent_diameter_mm
+                ),
+            )
         })
         .collect()
 }

@@ -245,33 +245,22 @@ impl Server {
         }
     }
 
-    pub fn echo(&self, calling: &str) -> std::process::Output {
-        Command::new("echoscu")
-            .args([
-                "-aet",
-                calling,
-                "-aec",
-                "DELINEATE",
-                "127.0.0.1",
-                &self.dicom_port.to_string(),
-            ])
+    /// A dcmtk SCU (`echoscu`, `storescu`) calling us as `calling`.
+    pub fn dcmtk(&self, tool: &str, calling: &str, args: &[String]) -> std::process::Output {
+        let port = self.dicom_port.to_string();
+        Command::new(tool)
+            .args(["-aet", calling, "-aec", "DELINEATE", "127.0.0.1", &port])
+            .args(args)
             .output()
-            .expect("echoscu (dcmtk)")
+            .unwrap_or_else(|e| panic!("{tool} (dcmtk: ./setup.sh installs it): {e}"))
+    }
+
+    pub fn echo(&self, calling: &str) -> std::process::Output {
+        self.dcmtk("echoscu", calling, &[])
     }
 
     pub fn storescu(&self, calling: &str, files: &[String]) -> std::process::Output {
-        Command::new("storescu")
-            .args([
-                "-aet",
-                calling,
-                "-aec",
-                "DELINEATE",
-                "127.0.0.1",
-                &self.dicom_port.to_string(),
-            ])
-            .args(files)
-            .output()
-            .expect("storescu (dcmtk)")
+        self.dcmtk("storescu", calling, files)
     }
 }
 

@@ -200,3 +200,44 @@ pub fn synth_mets(out: &Path, cases: &str, seed: &str, count: &str, extra: &[&st
     args.extend_from_slice(extra);
     ok(&args)
 }
+
+/// dciodvfy's report on `file`; asserts it exits cleanly with no "Error"
+/// line (dicom3tools exits 1 on any error).
+pub fn dciodvfy_clean(file: &Path) -> String {
+    need("dciodvfy");
+    let out = Command::new("dciodvfy")
+        .arg(file)
+        .output()
+        .expect("dciodvfy (dicom3tools): run ./setup.sh");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !report.lines().any(|l| l.starts_with("Error")),
+        "dciodvfy errors for {}:\n{report}",
+        file.display()
+    );
+    report
+}
+
+/// Converts the single-frame MR series in `single` into one Legacy
+/// Converted Enhanced MR instance with highdicom: `multi/enhanced.dcm`.
+pub fn highdicom_enhanced(single: &Path, multi: &Path) {
+    py(&format!(
+        r#"
+import highdicom as hd
+from highdicom.legacy import LegacyConvertedEnhancedMRImage
+d = {single:?}
+ds = [pydicom.dcmread(os.path.join(d, f)) for f in sorted(os.listdir(d))]
+img = LegacyConvertedEnhancedMRImage(ds, series_instance_uid=hd.UID(), series_number=99,
+    sop_instance_uid=hd.UID(), instance_number=1)
+os.makedirs({multi:?})
+img.save_as(os.path.join({multi:?}, "enhanced.dcm"))
+print(json.dumps({{}}))
+"#,
+        single = single.to_string_lossy(),
+        multi = multi.to_string_lossy(),
+    ));
+}
