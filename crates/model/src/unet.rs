@@ -71,10 +71,10 @@ pub(crate) fn upsamplers<B: Backend>(w: &[usize], device: &B::Device) -> Vec<Con
 /// Pre-activation residual block.
 #[derive(Module, Debug)]
 pub struct ResBlock<B: Backend> {
-    pub(crate) norm1: GroupNorm<B>,
-    pub(crate) conv1: Conv3d<B>,
-    pub(crate) norm2: GroupNorm<B>,
-    pub(crate) conv2: Conv3d<B>,
+    pub norm1: GroupNorm<B>,
+    pub conv1: Conv3d<B>,
+    pub norm2: GroupNorm<B>,
+    pub conv2: Conv3d<B>,
 }
 
 impl<B: Backend> ResBlock<B> {
@@ -96,13 +96,13 @@ impl<B: Backend> ResBlock<B> {
 
 #[derive(Module, Debug)]
 pub struct UNet<B: Backend> {
-    pub(crate) stem: Conv3d<B>,
-    pub(crate) encoders: Vec<ResBlock<B>>,
-    pub(crate) downs: Vec<Conv3d<B>>,
-    pub(crate) ups: Vec<ConvTranspose3d<B>>,
-    pub(crate) decoders: Vec<ResBlock<B>>,
-    pub(crate) head_norm: GroupNorm<B>,
-    pub(crate) head: Conv3d<B>,
+    pub stem: Conv3d<B>,
+    pub encoders: Vec<ResBlock<B>>,
+    pub downs: Vec<Conv3d<B>>,
+    pub ups: Vec<ConvTranspose3d<B>>,
+    pub decoders: Vec<ResBlock<B>>,
+    pub head_norm: GroupNorm<B>,
+    pub head: Conv3d<B>,
 }
 
 impl UNetConfig {

@@ -79,20 +79,43 @@ unsafe fn gemm_rm(
     lhs_rs: usize,
     rhs: *const f32,
 ) {
+    sgemm(m, n, k, dst, n, accumulate, lhs, [lhs_rs, 1], rhs, [n, 1]);
+}
+
+/// `dst (m × n, row stride dst_rs) = [dst +] lhs (m × k) · rhs (k × n)`
+/// with any element strides (`[row stride, column stride]`, in floats),
+/// single-threaded (callers parallelise).
+///
+/// # Safety
+/// Every element addressed by the extents and strides must lie inside the
+/// buffers behind the pointers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    [lhs_rs, lhs_cs]: [usize; 2],
+    rhs: *const f32,
+    [rhs_rs, rhs_cs]: [usize; 2],
+) {
     gemm(
         m,
         n,
         k,
         dst,
         1,
-        n as isize,
+        dst_rs as isize,
         accumulate,
         lhs,
-        1,
+        lhs_cs as isize,
         lhs_rs as isize,
         rhs,
-        1,
-        n as isize,
+        rhs_cs as isize,
+        rhs_rs as isize,
         1.0,
         1.0,
         false,
@@ -189,51 +212,113 @@ pub fn conv3(input: &Act, w: &[f32], bias: &[f32], out: &mut Act, accumulate: bo
         });
 }
 
-/// Group normalisation (biased variance, as burn) then ReLU, from `x`'s
-/// interior into `t`'s interior; `t`'s pads are left as they are (zero).
-pub fn gn_relu(x: &Act, gamma: &[f32], beta: &[f32], groups: usize, eps: f64, t: &mut Act) {
+/// Mean and reciprocal standard deviation of each group of channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GroupStat {
+    pub mean: f64,
+    pub rstd: f64,
+}
+
+/// Group statistics over `x`'s interior (biased variance, as burn).
+///
+/// Accurate when a channel's mean is large against its spread (E[x²] − μ²
+/// in f32 would cancel catastrophically): per z-plane, each channel's mean
+/// (pass 1) and its sum of squared deviations from that mean (pass 2,
+/// while the plane is still in cache); planes and channels are then
+/// combined exactly in f64 (Chan, Golub & LeVeque's pairwise update:
+/// M2 = Σ M2ᵢ + Σ nᵢ (μᵢ − μ)²).
+pub fn group_stats(x: &Act, groups: usize, eps: f64) -> Vec<GroupStat> {
     let c = x.c;
     let [nx, ny, nz] = x.dims;
     let per = c / groups;
-    // Per z-plane partial sums, then per group.
+    let plane_n = (nx * ny) as f64;
+    // Per z-plane, per channel: (mean, M2).
     let partial: Vec<Vec<(f64, f64)>> = (0..nz)
         .into_par_iter()
         .map(|z| {
-            let mut s = vec![(0f64, 0f64); groups];
-            let mut row = vec![(0f32, 0f32); c];
+            let mut sum = vec![0f64; c];
+            let mut row = vec![0f32; c];
             for y in 0..ny {
                 let p = x.pos(0, y, z) * c;
-                for r in row.iter_mut() {
-                    *r = (0.0, 0.0);
-                }
+                row.fill(0.0);
                 for px in x.data[p..p + nx * c].chunks_exact(c) {
                     for (r, &v) in row.iter_mut().zip(px) {
-                        r.0 += v;
-                        r.1 += v * v;
+                        *r += v;
                     }
                 }
-                for (ch, r) in row.iter().enumerate() {
-                    s[ch / per].0 += r.0 as f64;
-                    s[ch / per].1 += r.1 as f64;
+                for (s, &r) in sum.iter_mut().zip(&row) {
+                    *s += r as f64;
                 }
             }
-            s
+            let mean: Vec<f32> = sum.iter().map(|&s| (s / plane_n) as f32).collect();
+            let mut m2 = vec![0f64; c];
+            for y in 0..ny {
+                let p = x.pos(0, y, z) * c;
+                row.fill(0.0);
+                for px in x.data[p..p + nx * c].chunks_exact(c) {
+                    for ((r, &v), &m) in row.iter_mut().zip(px).zip(&mean) {
+                        let d = v - m;
+                        *r += d * d;
+                    }
+                }
+                for (s, &r) in m2.iter_mut().zip(&row) {
+                    *s += r as f64;
+                }
+            }
+            // M2 about the f64 plane mean (the f32 mean differs by δ:
+            // Σ(x − m32)² = M2 + n·δ²).
+            (0..c)
+                .map(|ch| {
+                    let m = sum[ch] / plane_n;
+                    let delta = mean[ch] as f64 - m;
+                    (m, (m2[ch] - plane_n * delta * delta).max(0.0))
+                })
+                .collect()
         })
         .collect();
     let n = (nx * ny * nz * per) as f64;
+    (0..groups)
+        .map(|g| {
+            let chans = g * per..(g + 1) * per;
+            let mean = partial
+                .iter()
+                .flat_map(|p| p[chans.clone()].iter().map(|v| v.0))
+                .sum::<f64>()
+                * plane_n
+                / n;
+            let m2: f64 = partial
+                .iter()
+                .flat_map(|p| p[chans.clone()].iter())
+                .map(|&(m, m2)| m2 + plane_n * (m - mean) * (m - mean))
+                .sum();
+            GroupStat {
+                mean,
+                rstd: 1.0 / (m2 / n + eps).sqrt(),
+            }
+        })
+        .collect()
+}
+
+/// Group normalisation (biased variance, as burn) then ReLU, from `x`'s
+/// interior into `t`'s interior; `t`'s pads are left as they are (zero).
+pub fn gn_relu(x: &Act, gamma: &[f32], beta: &[f32], groups: usize, eps: f64, t: &mut Act) {
+    let stats = group_stats(x, groups, eps);
+    gn_relu_with(x, gamma, beta, &stats, t);
+}
+
+/// [`gn_relu`] with statistics already computed ([`group_stats`]).
+pub fn gn_relu_with(x: &Act, gamma: &[f32], beta: &[f32], stats: &[GroupStat], t: &mut Act) {
+    let c = x.c;
+    let [nx, ny, nz] = x.dims;
+    let per = c / stats.len().max(1);
+    // (x − μ)·(γ·rstd) + β: the subtraction first, so that a large mean
+    // does not cancel against a large shift.
     let mut scale = vec![0f32; c];
-    let mut shift = vec![0f32; c];
-    for g in 0..groups {
-        let (s, ss) = partial
-            .iter()
-            .fold((0f64, 0f64), |a, p| (a.0 + p[g].0, a.1 + p[g].1));
-        let mean = s / n;
-        let var = (ss / n - mean * mean).max(0.0);
-        let inv = 1.0 / (var + eps).sqrt();
-        for ch in g * per..(g + 1) * per {
-            scale[ch] = (inv * gamma[ch] as f64) as f32;
-            shift[ch] = (beta[ch] as f64 - mean * inv * gamma[ch] as f64) as f32;
-        }
+    let mut mean = vec![0f32; c];
+    for ch in 0..c {
+        let GroupStat { mean: m, rstd } = stats[ch / per];
+        scale[ch] = (rstd * gamma[ch] as f64) as f32;
+        mean[ch] = m as f32;
     }
     let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
     t.data
@@ -248,9 +333,33 @@ pub fn gn_relu(x: &Act, gamma: &[f32], beta: &[f32], groups: usize, eps: f64, t:
                 let dst = &mut out_plane[o..o + nx * c];
                 for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
                     for ch in 0..c {
-                        d[ch] = (s[ch] * scale[ch] + shift[ch]).max(0.0);
+                        d[ch] = ((s[ch] - mean[ch]) * scale[ch] + beta[ch]).max(0.0);
                     }
                 }
+            }
+        });
+}
+
+/// Sets every pad position of `a` to zero (a gradient that feeds a
+/// convolution's backward pass must be zero outside the interior).
+pub fn zero_pads(a: &mut Act) {
+    let c = a.c;
+    let [nx, ny, nz] = a.dims;
+    let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
+    a.data
+        .par_chunks_mut(plane * c)
+        .enumerate()
+        .for_each(|(z, pl)| {
+            if z == 0 || z == nz + 1 {
+                pl.fill(0.0);
+                return;
+            }
+            pl[..px * c].fill(0.0);
+            pl[(ny + 1) * px * c..].fill(0.0);
+            for y in 1..=ny {
+                let r = y * px * c;
+                pl[r..r + c].fill(0.0);
+                pl[r + (nx + 1) * c..r + (nx + 2) * c].fill(0.0);
             }
         });
 }
@@ -258,9 +367,17 @@ pub fn gn_relu(x: &Act, gamma: &[f32], beta: &[f32], groups: usize, eps: f64, t:
 /// Strided 2×2×2 convolution (stride 2): weights packed `[tap·cin +
 /// ci][cout]`, tap = (kz·2 + ky)·2 + kx. Returns the half-size activation.
 pub fn down(x: &Act, w: &[f32], bias: &[f32], cout: usize) -> Act {
-    let cin = x.c;
-    let d = x.dims.map(|n| n / 2);
-    let mut out = Act::zeros(cout, d);
+    let mut out = Act::zeros(cout, x.dims.map(|n| n / 2));
+    down_into(x, w, bias, &mut out);
+    out
+}
+
+/// [`down`] into an existing half-size activation (its interior is
+/// overwritten, its pads are left as they are).
+pub fn down_into(x: &Act, w: &[f32], bias: &[f32], out: &mut Act) {
+    let (cin, cout) = (x.c, out.c);
+    let d = out.dims;
+    debug_assert_eq!(d, x.dims.map(|n| n / 2));
     let k = 8 * cin;
     let (opx, oplane) = (d[0] + 2, (d[0] + 2) * (d[1] + 2));
     out.data
@@ -273,14 +390,7 @@ pub fn down(x: &Act, w: &[f32], bias: &[f32], cout: usize) -> Act {
             let mut cols = vec![0f32; m * k];
             let mut res = vec![0f32; m * cout];
             for y in 0..d[1] {
-                for xo in 0..m {
-                    for t in 0..8 {
-                        let (kz, ky, kx) = (t / 4, (t / 2) % 2, t % 2);
-                        let p = x.pos(2 * xo + kx, 2 * y + ky, 2 * z + kz) * cin;
-                        cols[xo * k + t * cin..xo * k + (t + 1) * cin]
-                            .copy_from_slice(&x.data[p..p + cin]);
-                    }
-                }
+                gather_down(x, y, z, m, &mut cols);
                 for r in res.chunks_exact_mut(cout) {
                     r.copy_from_slice(bias);
                 }
@@ -301,7 +411,20 @@ pub fn down(x: &Act, w: &[f32], bias: &[f32], cout: usize) -> Act {
                 plane[o..o + m * cout].copy_from_slice(&res);
             }
         });
-    out
+}
+
+/// The 2×2×2 input blocks of output row (y, z) of a strided convolution,
+/// as `m` rows of `8·cin` floats (tap-major).
+pub fn gather_down(x: &Act, y: usize, z: usize, m: usize, cols: &mut [f32]) {
+    let cin = x.c;
+    let k = 8 * cin;
+    for xo in 0..m {
+        for t in 0..8 {
+            let (kz, ky, kx) = (t / 4, (t / 2) % 2, t % 2);
+            let p = x.pos(2 * xo + kx, 2 * y + ky, 2 * z + kz) * cin;
+            cols[xo * k + t * cin..xo * k + (t + 1) * cin].copy_from_slice(&x.data[p..p + cin]);
+        }
+    }
 }
 
 /// Transposed 2×2×2 convolution (stride 2) of `x`, **added** into `skip`

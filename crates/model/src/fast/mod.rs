@@ -13,8 +13,10 @@
 //! sigmoid into another. Buffers are reused across levels: the encoder
 //! output of each level is the skip that the decoder adds into in place.
 
+pub mod grad;
 pub mod kernels;
 pub mod narrow;
+pub mod train;
 
 use burn::module::Param;
 use burn::nn::conv::{Conv3d, ConvTranspose3d};
