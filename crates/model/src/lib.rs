@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod deepmedic;
+pub mod engine;
 pub mod fast;
 pub mod infer;
 pub mod losses;

@@ -100,6 +100,19 @@ impl NetworkConfig {
         }
     }
 
+    /// [`Self::init`] from a seed: the U-Net draws from its own seeded
+    /// stream ([`UNetConfig::init_seeded`]); the others seed burn's global
+    /// RNG first.
+    pub fn init_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> Network<B> {
+        match self {
+            Self::UNet(c) => Network::UNet(c.init_seeded(device, seed)),
+            _ => {
+                B::seed(device, seed);
+                self.init(device)
+            }
+        }
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> Network<B> {
         match self {
             Self::UNet(c) => Network::UNet(c.init(device)),

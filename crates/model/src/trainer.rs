@@ -1,6 +1,8 @@
 //! The training loop behind `delineate train`: background patch loading,
 //! seeded batches, Adam or SGD with a learning-rate drop, JSON-lines
 //! metrics, checkpoints that resume exactly, validation-based best model.
+//! The optimiser steps run on an [`Engine`] (the native CPU engine or
+//! burn); checkpoints are the same for both, so `--resume` may switch.
 //!
 //! Batch *t* is a function of the seed and *t* only (its own ChaCha8
 //! stream), so a run resumed from a checkpoint sees the same batches as an
@@ -11,21 +13,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, Optimizer, SgdConfig};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Cpu;
 use crate::data::{patch, Augment, Case, Preprocessing};
+use crate::engine::{Engine, EngineKind, HostBatch, OptimizerChoice};
 use crate::losses::inverse_weights;
 use crate::modelfile::{self, ModelInfo};
 use crate::network::{Network, NetworkConfig};
 use crate::sampling::{PatchSampler, Sampling};
-use crate::train::{step, Batch, LossKind};
+use crate::train::LossKind;
 use crate::Error;
 
 const CHECKPOINT_MAGIC: &[u8; 16] = b"DELINEATE-CKPT1\n";
@@ -42,8 +41,11 @@ pub struct TrainOptions {
     pub batch: usize,
     pub epochs: usize,
     pub iterations_per_epoch: usize,
-    /// "adam" or "sgd" (Nesterov momentum 0.9).
-    pub optimizer: String,
+    pub optimizer: OptimizerChoice,
+    /// The engine that ran the steps (informative: a checkpoint resumes on
+    /// either; runs from before this field read as the fast engine).
+    #[serde(default)]
+    pub engine: EngineKind,
     pub lr: f64,
     /// From this epoch on (0-based) the rate is multiplied by `lr_drop_factor`.
     pub lr_drop_epoch: Option<usize>,
@@ -85,7 +87,7 @@ struct CheckpointHeader {
 }
 
 /// Scores a network on held-out cases (higher is better).
-pub type Validate<'a, B> = &'a dyn Fn(&Network<<B as AutodiffBackend>::InnerBackend>) -> f64;
+pub type Validate<'a> = &'a dyn Fn(&Network<Cpu>) -> Result<f64, Error>;
 
 fn batch_seed(seed: u64, t: usize) -> u64 {
     let mut z = seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -95,9 +97,7 @@ fn batch_seed(seed: u64, t: usize) -> u64 {
 
 struct CpuBatch {
     t: usize,
-    image: Vec<f32>,
-    target: Vec<f32>,
-    weights: Vec<f32>,
+    batch: HostBatch,
 }
 
 /// Prepares batches `from..to` on a background thread.
@@ -118,11 +118,12 @@ fn loader(
         let n: usize = o.patch.iter().product();
         for t in from..to {
             let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(o.seed, t));
-            let mut b = CpuBatch {
-                t,
+            let mut b = HostBatch {
                 image: Vec::with_capacity(n * o.batch),
                 target: Vec::with_capacity(n * o.batch),
                 weights: Vec::with_capacity(n * o.batch),
+                batch: o.batch,
+                patch: o.patch,
             };
             for _ in 0..o.batch {
                 let Some(d) = sampler.draw(&mut rng) else {
@@ -138,7 +139,7 @@ fn loader(
                 b.target.extend(tgt.iter().map(|&v| v as f32));
                 b.weights.extend(w);
             }
-            if tx.send(b).is_err() {
+            if tx.send(CpuBatch { t, batch: b }).is_err() {
                 return;
             }
         }
@@ -146,38 +147,16 @@ fn loader(
     rx
 }
 
-fn to_tensor<B: burn::tensor::backend::Backend>(
-    v: Vec<f32>,
-    batch: usize,
-    p: [usize; 3],
-    device: &B::Device,
-) -> Tensor<B, 5> {
-    Tensor::from_data(TensorData::new(v, [batch, 1, p[2], p[1], p[0]]), device)
-}
-
 fn checkpoint_path(run: &Path) -> PathBuf {
     run.join("checkpoint.bin")
 }
 
-fn write_checkpoint<B, O>(
+fn write_checkpoint(
     run: &Path,
-    net: &Network<B>,
-    opt: &O,
+    (model, optim): (Vec<u8>, Vec<u8>),
     header: &CheckpointHeader,
-) -> Result<(), Error>
-where
-    B: AutodiffBackend,
-    O: Optimizer<Network<B>, B>,
-    Network<B>: AutodiffModule<B>,
-{
-    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+) -> Result<(), Error> {
     let json = serde_json::to_vec(header).map_err(|e| Error::Input(e.to_string()))?;
-    let model = rec
-        .record(burn::module::Module::into_record(net.clone()), ())
-        .map_err(|e| Error::Input(format!("checkpoint: {e}")))?;
-    let optim = rec
-        .record(opt.to_record(), ())
-        .map_err(|e| Error::Input(format!("checkpoint: {e}")))?;
     let mut out = Vec::new();
     out.extend_from_slice(CHECKPOINT_MAGIC);
     for part in [&json, &model] {
@@ -192,17 +171,8 @@ where
     Ok(())
 }
 
-fn read_checkpoint<B, O>(
-    run: &Path,
-    net: Network<B>,
-    opt: O,
-    device: &B::Device,
-) -> Result<(Network<B>, O, CheckpointHeader), Error>
-where
-    B: AutodiffBackend,
-    O: Optimizer<Network<B>, B>,
-    Network<B>: AutodiffModule<B>,
-{
+/// The header and the model and optimiser records of `run/checkpoint.bin`.
+fn read_checkpoint(run: &Path) -> Result<(CheckpointHeader, Vec<u8>, Vec<u8>), Error> {
     let path = checkpoint_path(run);
     let bytes =
         std::fs::read(&path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
@@ -224,75 +194,56 @@ where
                 .try_into()
                 .map_err(|_| bad())?,
         ) as usize;
-        let s = bytes.get(at + 8..at + 8 + len).ok_or_else(bad)?;
+        let s = bytes
+            .get(at + 8..at.saturating_add(8).saturating_add(len))
+            .ok_or_else(bad)?;
         at += 8 + len;
         Ok(s)
     };
     let header: CheckpointHeader = serde_json::from_slice(part()?).map_err(|_| bad())?;
     let model = part()?.to_vec();
     let optim = bytes[at..].to_vec();
-    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    let net = burn::module::Module::load_record(net, rec.load(model, device).map_err(|_| bad())?);
-    let opt = opt.load_record(rec.load(optim, device).map_err(|_| bad())?);
-    Ok((net, opt, header))
+    Ok((header, model, optim))
 }
 
-/// Trains on `cases` into `run` (created). With `resume`, continues from
-/// `run/checkpoint.bin`, which must come from the same options.
-pub fn train<B>(
-    device: &B::Device,
+/// Trains on `cases` into `run` (created) with `engine` (its initial
+/// weights from the seed). With `resume`, continues from
+/// `run/checkpoint.bin`, which must come from the same options (either
+/// engine may have written it).
+pub fn train(
+    engine: Box<dyn Engine>,
     cases: Arc<Vec<Case>>,
     opts: &TrainOptions,
     run: &Path,
     resume: bool,
-    validate: Option<Validate<'_, B>>,
+    validate: Option<Validate<'_>>,
     on_progress: &dyn Fn(&Progress),
-) -> Result<TrainSummary, Error>
-where
-    B: AutodiffBackend,
-{
-    let session = Session::<B> {
-        device,
+) -> Result<TrainSummary, Error> {
+    run_loop(Session {
+        engine,
         cases,
         opts,
         run,
         resume,
         validate,
         on_progress,
-    };
-    match opts.optimizer.as_str() {
-        "adam" => run_loop(session, AdamConfig::new().init()),
-        "sgd" => {
-            let m = MomentumConfig::new()
-                .with_momentum(0.9)
-                .with_dampening(0.0)
-                .with_nesterov(true);
-            run_loop(session, SgdConfig::new().with_momentum(Some(m)).init())
-        }
-        other => Err(Error::Input(format!(
-            "--optimizer {other}: use adam or sgd"
-        ))),
-    }
+    })
 }
 
-/// Everything a training run needs besides its optimiser.
-struct Session<'a, B: AutodiffBackend> {
-    device: &'a B::Device,
+/// Everything a training run needs.
+struct Session<'a> {
+    engine: Box<dyn Engine>,
     cases: Arc<Vec<Case>>,
     opts: &'a TrainOptions,
     run: &'a Path,
     resume: bool,
-    validate: Option<Validate<'a, B>>,
+    validate: Option<Validate<'a>>,
     on_progress: &'a dyn Fn(&Progress),
 }
 
-fn run_loop<B, O>(session: Session<'_, B>, opt: O) -> Result<TrainSummary, Error>
-where
-    B: AutodiffBackend,
-    O: Optimizer<Network<B>, B>,
-{
+fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
     let Session {
-        device,
+        mut engine,
         cases,
         opts,
         run,
@@ -318,14 +269,10 @@ where
         )));
     }
     std::fs::create_dir_all(run).map_err(|e| Error::Input(format!("{}: {e}", run.display())))?;
-    // Seeded initial weights: the same seed gives the same run.
-    B::seed(device, opts.seed);
-    let mut net: Network<B> = cfg.init(device);
-    let mut opt = opt;
     let total = opts.epochs * opts.iterations_per_epoch;
     let (mut start, mut best) = (0usize, None::<f64>);
     if resume {
-        let (n, o, h) = read_checkpoint(run, net, opt, device)?;
+        let (h, model, optim) = read_checkpoint(run)?;
         if h.options.network != opts.network
             || h.options.patch != opts.patch
             || h.options.seed != opts.seed
@@ -336,8 +283,9 @@ where
                 checkpoint_path(run).display()
             )));
         }
-        net = n;
-        opt = o;
+        engine
+            .load_records(model, optim)
+            .map_err(|e| Error::Input(format!("{}: {e}", checkpoint_path(run).display())))?;
         start = h.next_iteration;
         best = h.best_score;
     } else if checkpoint_path(run).exists() {
@@ -346,6 +294,12 @@ where
             run.display()
         )));
     }
+    let engine_kind = engine.kind();
+    let opts_run = TrainOptions {
+        engine: engine_kind,
+        ..opts.clone()
+    };
+    let opts = &opts_run;
     let opts_json = serde_json::to_string_pretty(opts).map_err(|e| Error::Input(e.to_string()))?;
     delineate_imaging::atomic::write_atomically(&run.join("options.json"), ".json", |p, _| {
         std::fs::write(p, opts_json.as_bytes()).map_err(|e| e.to_string())
@@ -364,6 +318,7 @@ where
         training: serde_json::json!({
             "loss": opts.loss, "sampling": opts.sampling, "iterations": iterations,
             "batch": opts.batch, "optimizer": opts.optimizer, "lr": opts.lr, "seed": opts.seed,
+            "engine": opts.engine,
             "cases": cases.len(), "final_loss": loss,
         }),
     };
@@ -383,19 +338,12 @@ where
             Some(e) if epoch >= e => opts.lr * opts.lr_drop_factor,
             _ => opts.lr,
         };
-        let b = Batch {
-            image: to_tensor(cb.image, opts.batch, opts.patch, device),
-            target: to_tensor(cb.target, opts.batch, opts.patch, device),
-            weights: to_tensor(cb.weights, opts.batch, opts.patch, device),
-        };
-        let (n, l) = step(net, &mut opt, opts.loss, &b, lr);
-        net = n;
+        let l = engine.step(&cb.batch, opts.loss, lr)?;
         last_loss = l;
         let end_of_epoch = (t + 1) % opts.iterations_per_epoch == 0;
-        let score = if end_of_epoch {
-            validate.map(|v| v(&net.valid()))
-        } else {
-            None
+        let score = match (end_of_epoch, validate) {
+            (true, Some(v)) => Some(v(&engine.network()?)?),
+            _ => None,
         };
         let line = serde_json::json!({"iteration": t + 1, "epoch": epoch, "loss": l, "lr": lr,
             "seconds": t0.elapsed().as_secs_f64(), "wait_ms": waited * 1e3, "validation": score});
@@ -403,14 +351,13 @@ where
         if let Some(s) = score {
             if best.is_none_or(|b| s > b) {
                 best = Some(s);
-                modelfile::save(&run.join("best.dlm"), &net.valid(), &info(t + 1, l))?;
+                modelfile::save(&run.join("best.dlm"), &engine.network()?, &info(t + 1, l))?;
             }
         }
         if (t + 1) % opts.checkpoint_every.max(1) == 0 || t + 1 == total {
             write_checkpoint(
                 run,
-                &net,
-                &opt,
+                engine.records()?,
                 &CheckpointHeader {
                     next_iteration: t + 1,
                     best_score: best,
@@ -427,7 +374,7 @@ where
         });
     }
     let model = run.join("model.dlm");
-    modelfile::save(&model, &net.valid(), &info(total, last_loss))?;
+    modelfile::save(&model, &engine.network()?, &info(total, last_loss))?;
     let done = total.saturating_sub(start).max(1);
     let secs = t0.elapsed().as_secs_f64();
     Ok(TrainSummary {

@@ -17,10 +17,12 @@
 //! lesion and its surroundings.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
-use burn::tensor::{activation::relu, backend::Backend, Tensor};
+use burn::tensor::{activation::relu, backend::Backend, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Groups of the group norm (capped by the channel count).
 pub const NORM_GROUPS: usize = 8;
@@ -149,6 +151,69 @@ impl UNetConfig {
             head_norm: GroupNormConfig::new(groups(top), top).init(device),
             head: Conv3dConfig::new([top, 1], [1, 1, 1]).init(device),
         }
+    }
+}
+
+/// Draws a parameter's values U(±bound) from `rng` (keeping its id).
+fn uniform<B: Backend, const D: usize>(
+    p: Param<Tensor<B, D>>,
+    bound: f64,
+    rng: &mut ChaCha8Rng,
+) -> Param<Tensor<B, D>> {
+    let t = p.val();
+    let (dims, device) = (t.dims(), t.device());
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect();
+    let t = Tensor::from_data(TensorData::new(v, dims.to_vec()), &device);
+    Param::initialized(p.id, t.require_grad())
+}
+
+/// burn's default initialisation of a convolution (either kind): weights
+/// and bias U(±1/√fan_in), fan_in = weight dims[1] × kernel volume
+/// (Kaiming uniform with gain 1/√3, as `Conv3dConfig` and
+/// `ConvTranspose3dConfig` do).
+fn seeded_weight_and_bias<B: Backend>(
+    w: Param<Tensor<B, 5>>,
+    b: Option<Param<Tensor<B, 1>>>,
+    rng: &mut ChaCha8Rng,
+) -> (Param<Tensor<B, 5>>, Option<Param<Tensor<B, 1>>>) {
+    let d = w.val().dims();
+    let bound = 1.0 / ((d[1] * d[2] * d[3] * d[4]) as f64).sqrt();
+    let w = uniform(w, bound, rng);
+    (w, b.map(|b| uniform(b, bound, rng)))
+}
+
+impl UNetConfig {
+    /// [`UNetConfig::init`] with weights drawn from a ChaCha8 stream of
+    /// `seed` (burn's default distributions; group norms γ = 1, β = 0), in
+    /// a fixed order: the same seed gives the same network on every
+    /// backend and engine, whatever else draws from burn's global RNG.
+    pub fn init_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> UNet<B> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = self.init::<B>(device);
+        let r = &mut rng;
+        let conv = |mut c: Conv3d<B>, r: &mut ChaCha8Rng| {
+            (c.weight, c.bias) = seeded_weight_and_bias(c.weight, c.bias, r);
+            c
+        };
+        net.stem = conv(net.stem, r);
+        for b in net.encoders.iter_mut().chain(net.decoders.iter_mut()) {
+            b.conv1 = conv(b.conv1.clone(), r);
+            b.conv2 = conv(b.conv2.clone(), r);
+        }
+        net.downs = net.downs.into_iter().map(|c| conv(c, r)).collect();
+        net.ups = net
+            .ups
+            .into_iter()
+            .map(|mut c| {
+                (c.weight, c.bias) = seeded_weight_and_bias(c.weight, c.bias, r);
+                c
+            })
+            .collect();
+        net.head = conv(net.head, r);
+        net
     }
 }
 

@@ -13,6 +13,9 @@ use delineate_model::unet::UNetConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+mod support;
+use support::tiny_dataset;
+
 type B = Flex;
 type AD = Autodiff<Flex>;
 
@@ -365,148 +368,6 @@ mod rand_distr_free {
     pub fn normalish(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
         (0..12).map(|_| rng.random::<f32>()).sum::<f32>() - 6.0
     }
-}
-
-/// A tiny dataset on disk: 24³ volumes with two bright cubes each.
-fn tiny_dataset(dir: &std::path::Path, cases: usize) {
-    use delineate_imaging::{write_nifti, NiftiWriteOptions};
-    let n = 24usize;
-    for c in 0..cases {
-        let d = dir.join(format!("case_{c}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let g = Geometry {
-            size: [n; 3],
-            spacing: [1.0; 3],
-            origin: [0.0; 3],
-            direction: Geometry::IDENTITY,
-        };
-        let mut img = vec![100f32; n * n * n];
-        let mut tgt = vec![0u8; n * n * n];
-        for (lo, hi) in [(3 + c, 9 + c), (15, 17)] {
-            for k in lo..hi {
-                for j in lo..hi {
-                    for i in lo..hi {
-                        img[i + n * (j + n * k)] = 180.0;
-                        tgt[i + n * (j + n * k)] = 1;
-                    }
-                }
-            }
-        }
-        for (i, v) in img.iter_mut().enumerate() {
-            *v += ((i * 7919) % 13) as f32;
-        }
-        write_nifti(
-            &d.join("image.nii.gz"),
-            &Volume::from_vec(g.clone(), img).unwrap(),
-            &NiftiWriteOptions::default(),
-        )
-        .unwrap();
-        write_nifti(
-            &d.join("truth.nii.gz"),
-            &Volume::from_vec(g, tgt).unwrap(),
-            &NiftiWriteOptions::default(),
-        )
-        .unwrap();
-    }
-}
-
-fn tiny_options(epochs: usize) -> delineate_model::trainer::TrainOptions {
-    use delineate_model::data::{Augment, Preprocessing};
-    delineate_model::trainer::TrainOptions {
-        network: delineate_model::network::NetworkConfig::new("unet3d", Some(vec![4, 8])).unwrap(),
-        loss: delineate_model::train::LossKind::IwBce,
-        sampling: Sampling::Tumor { p: 0.5 },
-        patch: [16, 16, 16],
-        batch: 2,
-        epochs,
-        iterations_per_epoch: 3,
-        optimizer: "adam".into(),
-        lr: 1e-3,
-        lr_drop_epoch: Some(1),
-        lr_drop_factor: 0.5,
-        seed: 9,
-        checkpoint_every: 3,
-        augment: Augment::default(),
-        preprocessing: Preprocessing::default(),
-    }
-}
-
-/// Training 2 epochs straight and 1 epoch + resume for the second give the
-/// same weights (same seed: the same batches, restored Adam state).
-#[test]
-fn resume_gives_the_same_weights() {
-    let _guard = burn_rng();
-    use delineate_model::data::{case_folders, load_case, Preprocessing};
-    use delineate_model::trainer::train;
-    use std::sync::Arc;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    tiny_dataset(&data, 3);
-    let cases: Vec<_> = case_folders(&data)
-        .unwrap()
-        .iter()
-        .map(|(n, d)| load_case(n, d, &Preprocessing::default()).unwrap())
-        .collect();
-    assert_eq!(cases[0].lesions.lesions.len(), 2);
-    let cases = Arc::new(cases);
-    let dev = Default::default();
-    let straight = tmp.path().join("straight");
-    train::<AD>(
-        &dev,
-        cases.clone(),
-        &tiny_options(2),
-        &straight,
-        false,
-        None,
-        &|_| {},
-    )
-    .unwrap();
-    let split = tmp.path().join("split");
-    train::<AD>(
-        &dev,
-        cases.clone(),
-        &tiny_options(1),
-        &split,
-        false,
-        None,
-        &|_| {},
-    )
-    .unwrap();
-    // Refuses to overwrite a run without --resume.
-    assert!(train::<AD>(
-        &dev,
-        cases.clone(),
-        &tiny_options(2),
-        &split,
-        false,
-        None,
-        &|_| {}
-    )
-    .is_err());
-    let s = train::<AD>(&dev, cases, &tiny_options(2), &split, true, None, &|_| {}).unwrap();
-    assert_eq!(s.iterations, 6);
-    let (a, ia) = delineate_model::modelfile::load::<B>(&straight.join("model.dlm"), &dev).unwrap();
-    let (b, _) = delineate_model::modelfile::load::<B>(&split.join("model.dlm"), &dev).unwrap();
-    assert_eq!(ia.network.widths(), &[4, 8]);
-    let x = Tensor::<B, 5>::random(
-        [1, 1, 16, 16, 16],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &dev,
-    );
-    let ya = a.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
-    let yb = b.forward(x).into_data().to_vec::<f32>().unwrap();
-    let diff = ya
-        .iter()
-        .zip(&yb)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0f32, f32::max);
-    assert!(diff < 1e-5, "resumed run differs by {diff}");
-    // The metrics file has one line per iteration across both sessions.
-    let lines = std::fs::read_to_string(split.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .count();
-    assert_eq!(lines, 6);
 }
 
 /// V-Net and DeepMedic: same interface, shapes kept, every parameter gets a

@@ -8,7 +8,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
-use delineate_model::backend::{Backend, CpuTrain};
+use delineate_model::backend::CpuTrain;
 use delineate_model::fast::train::params::OptimizerKind;
 use delineate_model::fast::train::TrainUNet;
 use delineate_model::losses::inverse_weights;

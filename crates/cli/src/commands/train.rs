@@ -6,11 +6,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use delineate_eval::{curves, matching};
 use delineate_imaging::{write_nifti, NiftiWriteOptions};
-use delineate_model::backend::{AutodiffBackend, Backend, CpuTrain};
+use delineate_model::backend::Cpu;
 use delineate_model::data::{
     case_folders, load_case, load_case_cached, Augment, Case, Preprocessing,
 };
-use delineate_model::infer::{predict_sliding, BurnPredictor, SlidingOptions};
+use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
+use delineate_model::fast::FastUNet;
+use delineate_model::infer::{predict_sliding, BurnPredictor, SlidingOptions, TilePredictor};
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
 use delineate_model::train::LossKind;
@@ -26,6 +28,12 @@ use rand::SeedableRng;
 /// are drawn by Tumor Sampling (a lesion chosen uniformly, so small lesions
 /// count) or uniformly, and the loss is iwBCE (lesion voxels weighted
 /// inversely to their lesion's volume) or BCE/Dice/iwDice.
+///
+/// On CPU the U-Net trains on the native engine (`--engine fast`, at
+/// about twice PyTorch's speed on the same cores; docs/training.md);
+/// `--engine burn` runs burn autodiff (flex on CPU, or CUDA with
+/// `--device cuda`), which the V-Net and DeepMedic always use. Both write
+/// the same checkpoints: a run may be resumed on the other engine.
 ///
 /// One fold of a patient-wise K-fold split (--folds, --fold) is held out for
 /// validation; at the end of each epoch the lesion-wise recall at
@@ -108,6 +116,10 @@ pub struct TrainArgs {
     pub resume: bool,
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
+    /// Training engine: fast (native CPU engine, U-Net only) or burn.
+    /// Default: fast for a U-Net on the CPU, burn otherwise.
+    #[arg(long, value_parser = ["fast", "burn"])]
+    pub engine: Option<String>,
 }
 
 fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
@@ -121,14 +133,26 @@ fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
 /// Lesion-wise recall at the given precision over the validation cases.
 /// The latest probability maps and truths (on the preprocessed grid) are
 /// kept in `save/CASE/`, ready for `delineate evaluate`.
-fn validation_score<B: Backend>(
-    net: &Network<B>,
-    device: &B::Device,
+fn validation_score(
+    net: &Network<Cpu>,
     cases: &[Case],
     tile: [usize; 3],
     precision: f64,
     save: &std::path::Path,
 ) -> f64 {
+    let device = Default::default();
+    let fast = match net {
+        Network::UNet(u) => Some(FastUNet::from_unet(u)),
+        _ => None,
+    };
+    let burn = BurnPredictor {
+        net,
+        device: &device,
+    };
+    let predictor: &dyn TilePredictor = match &fast {
+        Some(f) => f,
+        None => &burn,
+    };
     let results: Vec<matching::CaseResult> = cases
         .iter()
         .map(|c| {
@@ -139,12 +163,7 @@ fn validation_score<B: Backend>(
                 overlap: 0.0,
                 mirror: false,
             };
-            let prob = predict_sliding(
-                &BurnPredictor { net, device },
-                &c.image,
-                &opts,
-                &mut |_, _| {},
-            );
+            let prob = predict_sliding(predictor, &c.image, &opts, &mut |_, _| {});
             let dir = save.join(&c.name);
             if std::fs::create_dir_all(&dir).is_ok() {
                 let opts = NiftiWriteOptions::default();
@@ -175,9 +194,10 @@ fn validation_score<B: Backend>(
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.device == "cuda" && !cfg!(feature = "cuda") {
-        bail!("--device cuda: this build has no CUDA backend (build with --features cuda); see docs/training.md");
-    }
+    let device = match a.device.as_str() {
+        "cuda" => Device::Cuda,
+        _ => Device::Cpu,
+    };
     let patch = three(&a.patch, "patch")?;
     let spacing = three(&a.spacing, "spacing")?;
     if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
@@ -262,6 +282,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         bail!("--widths: give positive channel counts");
     }
     let network = NetworkConfig::new(&a.arch, a.widths.clone()).context("--arch")?;
+    let engine = match (a.engine.as_deref(), &network, device) {
+        (Some("burn"), _, _) | (None, _, Device::Cuda) => EngineKind::Burn,
+        (None, NetworkConfig::UNet(_), _) | (Some(_), _, _) => EngineKind::Fast,
+        (None, _, _) => EngineKind::Burn,
+    };
     let opts = TrainOptions {
         network,
         loss,
@@ -270,7 +295,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         batch: a.batch,
         epochs: a.epochs,
         iterations_per_epoch: a.iterations,
-        optimizer: a.optimizer.clone(),
+        optimizer: match a.optimizer.as_str() {
+            "sgd" => OptimizerChoice::Sgd,
+            _ => OptimizerChoice::Adam,
+        },
+        engine,
         lr: a.lr,
         lr_drop_epoch: a.lr_drop_epoch,
         lr_drop_factor: a.lr_drop_factor,
@@ -297,25 +326,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .sum::<usize>(),
         val_cases.len()
     );
-    let summary = match a.device.as_str() {
-        #[cfg(feature = "cuda")]
-        "cuda" => fit::<delineate_model::backend::GpuTrain>(
-            &Default::default(),
-            a,
-            &opts,
-            train_cases,
-            &val_cases,
-            patch,
-        )?,
-        _ => fit::<CpuTrain>(
-            &Default::default(),
-            a,
-            &opts,
-            train_cases,
-            &val_cases,
-            patch,
-        )?,
-    };
+    let engine = engine_for(
+        opts.engine,
+        device,
+        &opts.network,
+        opts.optimizer,
+        opts.seed,
+    )?;
+    let summary = fit(engine, a, &opts, train_cases, &val_cases, patch)?;
     println!(
         "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
         summary.iterations,
@@ -329,9 +347,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Trains on backend `B`, with a progress bar and validation.
-fn fit<B: AutodiffBackend>(
-    device: &B::Device,
+/// Trains with a progress bar and validation.
+fn fit(
+    engine: Box<dyn delineate_model::engine::Engine>,
     a: &TrainArgs,
     opts: &TrainOptions,
     train_cases: Vec<Case>,
@@ -341,17 +359,22 @@ fn fit<B: AutodiffBackend>(
     let bar = crate::progress::bar("training", "iterations");
     bar.set_length((a.epochs * a.iterations) as u64);
     let save = a.out.join("validation");
-    let inner = device.clone();
-    let val = |net: &Network<B::InnerBackend>| {
-        validation_score(net, &inner, val_cases, patch, a.val_precision, &save)
+    let val = |net: &Network<Cpu>| {
+        Ok(validation_score(
+            net,
+            val_cases,
+            patch,
+            a.val_precision,
+            &save,
+        ))
     };
-    let validate: Option<Validate<B>> = if val_cases.is_empty() {
+    let validate: Option<Validate> = if val_cases.is_empty() {
         None
     } else {
         Some(&val)
     };
-    let summary = train::<B>(
-        device,
+    let summary = train(
+        engine,
         Arc::new(train_cases),
         opts,
         &a.out,

@@ -221,6 +221,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::identity_op)]
     fn layouts_round_trip_and_match_the_inference_packing() {
         let burn: Vec<f32> = (0..2 * 3 * 8).map(|v| v as f32).collect();
         for l in [
