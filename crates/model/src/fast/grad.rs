@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gather_down, sgemm, Act, GroupStat};
+use super::kernels::{along_row, fold_channels, gather_down, sgemm, Act, GroupStat};
 
 /// Positions per task of a weight gradient: large enough that a GEMM's
 /// packing is amortised, small enough for both threads to get several.
@@ -332,32 +332,31 @@ pub fn gn_relu_backward(
     let per = c / groups;
     let mean: Vec<f32> = (0..c).map(|ch| stats[ch / per].mean as f32).collect();
     let rstd: Vec<f32> = (0..c).map(|ch| stats[ch / per].rstd as f32).collect();
-    // Pass 1: per-channel Σ dy and Σ dy·x̂ (dy = dt where t > 0).
+    let (mean_r, rstd_r) = (along_row(&mean, nx), along_row(&rstd, nx));
+    let w = nx * c;
+    // Pass 1: per-channel Σ dy and Σ dy·x̂ (dy = dt where t > 0), over
+    // flat per-position accumulators folded per channel once per plane.
     let partial: Vec<(Vec<f64>, Vec<f64>)> = (0..nz)
         .into_par_iter()
         .map(|z| {
-            let (mut s1, mut s2) = (vec![0f64; c], vec![0f64; c]);
-            let (mut r1, mut r2) = (vec![0f32; c], vec![0f32; c]);
+            let (mut a1, mut a2) = (vec![0f32; w], vec![0f32; w]);
             for y in 0..ny {
                 let p = x.pos(0, y, z) * c;
-                r1.fill(0.0);
-                r2.fill(0.0);
-                let rows = x.data[p..p + nx * c]
-                    .chunks_exact(c)
-                    .zip(t.data[p..p + nx * c].chunks_exact(c))
-                    .zip(dt.data[p..p + nx * c].chunks_exact(c));
-                for ((xv, tv), gv) in rows {
-                    for ch in 0..c {
-                        let dy = if tv[ch] > 0.0 { gv[ch] } else { 0.0 };
-                        r1[ch] += dy;
-                        r2[ch] += dy * (xv[ch] - mean[ch]) * rstd[ch];
-                    }
-                }
-                for ch in 0..c {
-                    s1[ch] += r1[ch] as f64;
-                    s2[ch] += r2[ch] as f64;
+                let rows = x.data[p..p + w]
+                    .iter()
+                    .zip(&t.data[p..p + w])
+                    .zip(&dt.data[p..p + w])
+                    .zip(mean_r.iter().zip(&rstd_r))
+                    .zip(a1.iter_mut().zip(a2.iter_mut()));
+                for ((((&xv, &tv), &gv), (&m, &r)), (s1, s2)) in rows {
+                    let dy = if tv > 0.0 { gv } else { 0.0 };
+                    *s1 += dy;
+                    *s2 += dy * (xv - m) * r;
                 }
             }
+            let (mut s1, mut s2) = (vec![0f64; c], vec![0f64; c]);
+            fold_channels(&a1, c, &mut s1);
+            fold_channels(&a2, c, &mut s2);
             (s1, s2)
         })
         .collect();
@@ -378,9 +377,15 @@ pub fn gn_relu_backward(
         ga[ch / per] += gamma[ch] as f64 * s1[ch] / n;
         gb2[ch / per] += gamma[ch] as f64 * s2[ch] / n;
     }
-    let a: Vec<f32> = (0..c).map(|ch| ga[ch / per] as f32).collect();
-    let b: Vec<f32> = (0..c).map(|ch| gb2[ch / per] as f32).collect();
-    // Pass 2: dx = rstd·(γ·dy − A − x̂·B).
+    // Pass 2: dx = rstd·(γ·dy − A − x̂·B) = (rstd·γ)·dy − rstd·A − (x − μ)·rstd²·B.
+    let rg: Vec<f32> = (0..c).map(|ch| rstd[ch] * gamma[ch]).collect();
+    let ra: Vec<f32> = (0..c)
+        .map(|ch| (stats[ch / per].rstd * ga[ch / per]) as f32)
+        .collect();
+    let rrb: Vec<f32> = (0..c)
+        .map(|ch| (stats[ch / per].rstd * stats[ch / per].rstd * gb2[ch / per]) as f32)
+        .collect();
+    let (rg, ra, rrb) = (along_row(&rg, nx), along_row(&ra, nx), along_row(&rrb, nx));
     let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
     dx.data
         .par_chunks_mut(plane * c)
@@ -390,18 +395,17 @@ pub fn gn_relu_backward(
             for y in 0..ny {
                 let o = ((y + 1) * px + 1) * c;
                 let p = x.pos(0, y, zp - 1) * c;
-                let rows = out[o..o + nx * c]
-                    .chunks_exact_mut(c)
-                    .zip(x.data[p..p + nx * c].chunks_exact(c))
-                    .zip(t.data[p..p + nx * c].chunks_exact(c))
-                    .zip(dt.data[p..p + nx * c].chunks_exact(c));
-                for (((d, xv), tv), gv) in rows {
-                    for ch in 0..c {
-                        let dy = if tv[ch] > 0.0 { gv[ch] } else { 0.0 };
-                        let xh = (xv[ch] - mean[ch]) * rstd[ch];
-                        let v = rstd[ch] * (gamma[ch] * dy - a[ch] - xh * b[ch]);
-                        d[ch] = if accumulate { d[ch] + v } else { v };
-                    }
+                let rows = out[o..o + w]
+                    .iter_mut()
+                    .zip(&x.data[p..p + w])
+                    .zip(&t.data[p..p + w])
+                    .zip(&dt.data[p..p + w])
+                    .zip(mean_r.iter().zip(&rg))
+                    .zip(ra.iter().zip(&rrb));
+                for (((((d, &xv), &tv), &gv), (&m, &g)), (&a, &b)) in rows {
+                    let dy = if tv > 0.0 { gv } else { 0.0 };
+                    let v = g * dy - a - (xv - m) * b;
+                    *d = if accumulate { *d + v } else { v };
                 }
             }
         });

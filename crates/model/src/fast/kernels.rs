@@ -219,6 +219,26 @@ pub struct GroupStat {
     pub rstd: f64,
 }
 
+/// `v` (one value per channel) repeated along a row of `nx` positions, so
+/// that per-channel arithmetic becomes a flat loop the compiler vectorises
+/// whatever the channel count.
+pub fn along_row(v: &[f32], nx: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(v.len() * nx);
+    for _ in 0..nx {
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// Per-channel sums (f64) of a flat per-position accumulator of a row.
+pub fn fold_channels(acc: &[f32], c: usize, out: &mut [f64]) {
+    for px in acc.chunks_exact(c) {
+        for (o, &v) in out.iter_mut().zip(px) {
+            *o += v as f64;
+        }
+    }
+}
+
 /// Group statistics over `x`'s interior (biased variance, as burn).
 ///
 /// Accurate when a channel's mean is large against its spread (E[x²] − μ²
@@ -226,45 +246,42 @@ pub struct GroupStat {
 /// (pass 1) and its sum of squared deviations from that mean (pass 2,
 /// while the plane is still in cache); planes and channels are then
 /// combined exactly in f64 (Chan, Golub & LeVeque's pairwise update:
-/// M2 = Σ M2ᵢ + Σ nᵢ (μᵢ − μ)²).
+/// M2 = Σ M2ᵢ + Σ nᵢ (μᵢ − μ)²). Within a plane the sums run over a flat
+/// per-position accumulator (vectorised), folded per channel at its end.
 pub fn group_stats(x: &Act, groups: usize, eps: f64) -> Vec<GroupStat> {
     let c = x.c;
     let [nx, ny, nz] = x.dims;
     let per = c / groups;
     let plane_n = (nx * ny) as f64;
+    let w = nx * c;
     // Per z-plane, per channel: (mean, M2).
     let partial: Vec<Vec<(f64, f64)>> = (0..nz)
         .into_par_iter()
         .map(|z| {
+            let mut acc = vec![0f32; w];
+            for y in 0..ny {
+                let p = x.pos(0, y, z) * c;
+                acc.iter_mut()
+                    .zip(&x.data[p..p + w])
+                    .for_each(|(a, &v)| *a += v);
+            }
             let mut sum = vec![0f64; c];
-            let mut row = vec![0f32; c];
-            for y in 0..ny {
-                let p = x.pos(0, y, z) * c;
-                row.fill(0.0);
-                for px in x.data[p..p + nx * c].chunks_exact(c) {
-                    for (r, &v) in row.iter_mut().zip(px) {
-                        *r += v;
-                    }
-                }
-                for (s, &r) in sum.iter_mut().zip(&row) {
-                    *s += r as f64;
-                }
-            }
+            fold_channels(&acc, c, &mut sum);
             let mean: Vec<f32> = sum.iter().map(|&s| (s / plane_n) as f32).collect();
-            let mut m2 = vec![0f64; c];
+            let mean_row = along_row(&mean, nx);
+            acc.fill(0.0);
             for y in 0..ny {
                 let p = x.pos(0, y, z) * c;
-                row.fill(0.0);
-                for px in x.data[p..p + nx * c].chunks_exact(c) {
-                    for ((r, &v), &m) in row.iter_mut().zip(px).zip(&mean) {
+                acc.iter_mut()
+                    .zip(&x.data[p..p + w])
+                    .zip(&mean_row)
+                    .for_each(|((a, &v), &m)| {
                         let d = v - m;
-                        *r += d * d;
-                    }
-                }
-                for (s, &r) in m2.iter_mut().zip(&row) {
-                    *s += r as f64;
-                }
+                        *a += d * d;
+                    });
             }
+            let mut m2 = vec![0f64; c];
+            fold_channels(&acc, c, &mut m2);
             // M2 about the f64 plane mean (the f32 mean differs by δ:
             // Σ(x − m32)² = M2 + n·δ²).
             (0..c)
@@ -313,14 +330,17 @@ pub fn gn_relu_with(x: &Act, gamma: &[f32], beta: &[f32], stats: &[GroupStat], t
     let per = c / stats.len().max(1);
     // (x − μ)·(γ·rstd) + β: the subtraction first, so that a large mean
     // does not cancel against a large shift.
-    let mut scale = vec![0f32; c];
-    let mut mean = vec![0f32; c];
-    for ch in 0..c {
-        let GroupStat { mean: m, rstd } = stats[ch / per];
-        scale[ch] = (rstd * gamma[ch] as f64) as f32;
-        mean[ch] = m as f32;
-    }
+    let scale: Vec<f32> = (0..c)
+        .map(|ch| (stats[ch / per].rstd * gamma[ch] as f64) as f32)
+        .collect();
+    let mean: Vec<f32> = (0..c).map(|ch| stats[ch / per].mean as f32).collect();
+    let (scale, mean, beta) = (
+        along_row(&scale, nx),
+        along_row(&mean, nx),
+        along_row(beta, nx),
+    );
     let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
+    let w = nx * c;
     t.data
         .par_chunks_mut(plane * c)
         .enumerate()
@@ -329,13 +349,11 @@ pub fn gn_relu_with(x: &Act, gamma: &[f32], beta: &[f32], stats: &[GroupStat], t
             for y in 0..ny {
                 let o = ((y + 1) * px + 1) * c;
                 let i = x.pos(0, y, zp - 1) * c;
-                let src = &x.data[i..i + nx * c];
-                let dst = &mut out_plane[o..o + nx * c];
-                for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
-                    for ch in 0..c {
-                        d[ch] = ((s[ch] - mean[ch]) * scale[ch] + beta[ch]).max(0.0);
-                    }
-                }
+                out_plane[o..o + w]
+                    .iter_mut()
+                    .zip(&x.data[i..i + w])
+                    .zip(scale.iter().zip(&mean).zip(&beta))
+                    .for_each(|((d, &s), ((&sc, &m), &b))| *d = ((s - m) * sc + b).max(0.0));
             }
         });
 }
