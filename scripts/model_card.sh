@@ -4,13 +4,12 @@
 # (chosen on validation: the lowest threshold with <= 1 false positive per
 # case), and the test results at that threshold by lesion size.
 #
-#   scripts/model_card.sh MODEL.dlm WORKDIR [OVERLAP]
+#   scripts/model_card.sh MODEL.dlm WORKDIR
 #
 # Needs `delineate` on the PATH (./setup.sh) and python3.
 set -euo pipefail
 model=$1
 work=$2
-overlap=${3:-0.25}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 cd "$work"
@@ -19,7 +18,7 @@ cd "$work"
 [ -d test-met ] || delineate synth --cases 10 --seed 404 --kinds met --met-count 3-6 --out test-met
 # Validation at a low threshold, so that every candidate component exists.
 rm -rf seg-val report-val
-delineate segment val --out seg-val --model "$model" --overlap "$overlap" --threshold 0.1
+delineate segment val --out seg-val --model "$model" --threshold 0
 delineate evaluate --pred model=seg-val --truth val --out report-val \
     --component-threshold 0.1 --thresholds unique
 t=$(python3 "$here/operating_point.py" report-val --max-fp 1 | tail -1 |
@@ -27,7 +26,7 @@ t=$(python3 "$here/operating_point.py" report-val --max-fp 1 | tail -1 |
 echo "operating threshold (validation, <= 1 FP/case): $t"
 for set in test test-met; do
     rm -rf "seg-$set" "report-$set"
-    delineate segment "$set" --out "seg-$set" --model "$model" --overlap "$overlap" --threshold "$t"
+    delineate segment "$set" --out "seg-$set" --model "$model" --threshold 0
     delineate evaluate --pred model="seg-$set" --truth "$set" --out "report-$set" \
         --component-threshold "$t" --thresholds unique
     python3 "$here/operating_point.py" "report-$set" --threshold "$t"

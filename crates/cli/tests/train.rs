@@ -83,11 +83,24 @@ fn trains_writes_a_self_describing_model_and_resumes() {
     let info: serde_json::Value = serde_json::from_slice(&bytes[24..24 + len]).unwrap();
     assert_eq!(info["network"]["arch"], "unet3d");
     assert_eq!(info["network"]["widths"], serde_json::json!([4, 8]));
+    // The contract, as types; the operating threshold from validation.
+    let c = &info["contract"];
     assert_eq!(
-        info["preprocessing"]["spacing"],
+        c["preprocessing"]["spacing"],
         serde_json::json!([1.0, 1.0, 1.0])
     );
+    assert_eq!(c["preprocessing"]["orientation"], "ras");
+    assert_eq!(c["preprocessing"]["normalisation"]["kind"], "zscore-head");
+    assert_eq!(c["patch"], serde_json::json!([16, 16, 16]));
+    let v = &info["training"]["validation"];
+    let (t, vt) = (c["operating_threshold"].as_f64(), v["threshold"].as_f64());
+    assert!(
+        t.zip(vt).is_some_and(|(a, b)| (a - b).abs() < 1e-6),
+        "{info}"
+    );
+    assert!(v["summary"]["average_precision"].is_number(), "{info}");
     assert_eq!(info["training"]["loss"], "iwbce");
+    assert_eq!(info["training"]["engine"], "fast");
     assert!(bytes.len() > 24 + len + 1000);
     // Same folder again: refused without --resume; with it, training goes on.
     let e = fails(&args);
@@ -95,7 +108,9 @@ fn trains_writes_a_self_describing_model_and_resumes() {
     let mut more: Vec<&str> = base.to_vec();
     more.extend(["--epochs", "2", "--resume"]);
     let out = ok(&more);
-    assert!(out.contains("(3 read from the cache)"), "{out}");
+    // Training cases come from the cache; the validation case is read as
+    // acquired (validation is deployment).
+    assert!(out.contains("(2 read from the cache)"), "{out}");
     let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()

@@ -163,7 +163,8 @@ pub fn evaluate(
                 let t1 = std::time::Instant::now();
                 let pg = match &pred {
                     matching::Prediction::Probability(v) => v.geometry(),
-                    matching::Prediction::Labels(v) => v.geometry(),
+                    matching::Prediction::Labels(v)
+                    | matching::Prediction::Lesions { labels: v, .. } => v.geometry(),
                 };
                 if !pg.same_grid(labels.geometry(), 1e-3) {
                     return Err(Error::Input(format!(
@@ -253,7 +254,7 @@ fn on_truth_axes(
     use matching::Prediction;
     let pg = match &pred {
         Prediction::Probability(v) => v.geometry(),
-        Prediction::Labels(v) => v.geometry(),
+        Prediction::Labels(v) | Prediction::Lesions { labels: v, .. } => v.geometry(),
     };
     if pg.same_grid(truth, 1e-3) {
         return pred;
@@ -262,6 +263,12 @@ fn on_truth_axes(
     let re = match &pred {
         Prediction::Probability(v) => v.reorient(&code).map(Prediction::Probability),
         Prediction::Labels(v) => v.reorient(&code).map(Prediction::Labels),
+        Prediction::Lesions { labels, confidence } => {
+            labels.reorient(&code).map(|labels| Prediction::Lesions {
+                labels,
+                confidence: confidence.clone(),
+            })
+        }
     };
     match re {
         Ok(p) => p,

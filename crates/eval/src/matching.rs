@@ -33,6 +33,12 @@ pub enum Prediction {
     Probability(Volume<f32>),
     /// Binary or instance labels (0 = background).
     Labels(Volume<u32>),
+    /// Lesions as `delineate segment` forms them: instance label n (≥ 1)
+    /// is one lesion with confidence `confidence[n − 1]`.
+    Lesions {
+        labels: Volume<u32>,
+        confidence: Vec<f64>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +193,20 @@ pub fn match_case(
             let pc = label_components(m, conn, |&v| v > 0, true);
             let n = pc.stats.len();
             (pc, vec![1.0; n])
+        }
+        Prediction::Lesions { labels, confidence } => {
+            // Components never join different labels; a lesion split in
+            // parts (after resampling) keeps its confidence in each.
+            let pc = label_components(labels, conn, |&v| v > 0, true);
+            let conf = pc
+                .stats
+                .iter()
+                .map(|s| {
+                    let l = labels.as_slice()[s.first_voxel] as usize;
+                    confidence.get(l.wrapping_sub(1)).copied().unwrap_or(0.0)
+                })
+                .collect();
+            (pc, conf)
         }
     };
     // Overlap counts of every (truth, predicted) pair in one pass.

@@ -153,7 +153,7 @@ fn run() -> Result<(), String> {
         ));
     }
     let t = Instant::now();
-    let fast = FastUNet::from_unet(u);
+    let fast = FastUNet::from_unet(u).map_err(|e| e.to_string())?;
     let pack_s = t.elapsed().as_secs_f64();
     let macs = fast.macs(dims);
     let report = |engine: &str, s: f64| {
@@ -167,7 +167,7 @@ fn run() -> Result<(), String> {
     let mut out = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
-        out = fast.predict(&image, dims);
+        out = fast.predict(&image, dims).map_err(|e| e.to_string())?;
         best = best.min(t.elapsed().as_secs_f64());
     }
     report("fast", best);

@@ -116,7 +116,7 @@ fn main() {
     let Network::UNet(u) = &net else {
         unreachable!()
     };
-    let macs = FastUNet::from_unet(u).macs(s.patch) * s.batch as f64;
+    let macs = FastUNet::from_unet(u).expect("packed").macs(s.patch) * s.batch as f64;
     let gflop = 3.0 * 2.0 * macs / 1e9;
     let batches: Vec<_> = (0..s.warmup + s.steps)
         .map(|i| data(s.batch, s.patch, i as u64))

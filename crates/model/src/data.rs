@@ -2,16 +2,14 @@
 //! cut into augmented patches.
 //!
 //! A case is a folder `CASE/` with `image.nii.gz` and `truth.nii.gz` (as
-//! `delineate synth` writes; `brain.nii.gz` is used for normalisation when
-//! present), or `CASE/dicom/` with `CASE/rtstruct.dcm` (all ROIs are
-//! lesions).
+//! `delineate synth` writes), or `CASE/dicom/` with `CASE/rtstruct.dcm`
+//! (all ROIs are lesions).
 //!
-//! **Preprocessing** (recorded in the model file): trilinear resampling of
-//! the image to the target spacing (default 1 mm isotropic) on the same
-//! field of view and directions, lesion-preserving resampling of the truth
-//! (no lesion vanishes), then a z-score of the image over the brain mask
-//! (or, without one, over voxels above 10 % of the 99th percentile, which is
-//! the head), clipped to ±5.
+//! **Preprocessing** is the model's contract ([`crate::contract`]), applied
+//! by the same function as at inference: exact reorientation, trilinear
+//! resampling of the image to the model grid, lesion-preserving resampling
+//! of the truth (no lesion vanishes), z-score over the head. A brain mask
+//! in the case folder is not used: clinical scans come without one.
 //!
 //! **Augmentation** per patch: a flip along each axis with probability ½;
 //! for half of the patches a rotation U(±10°) about each axis and a scaling
@@ -26,36 +24,17 @@ use std::path::{Path, PathBuf};
 
 use delineate_dicom::{read_rtstruct, read_series, ReadOptions};
 use delineate_imaging::resample::trilinear_at;
-use delineate_imaging::{read_nifti_f32, resample_labels, resample_linear, Volume};
+use delineate_imaging::{read_nifti_f32, Volume};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::contract::Preprocessing;
 use crate::sampling::CaseLesions;
 use crate::Error;
 
 /// Normalised intensities are clipped to this many standard deviations.
 pub const ZSCORE_CLIP: f32 = 5.0;
-
-/// How images are prepared for the network (stored in the model file).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Preprocessing {
-    /// Target voxel spacing (mm).
-    pub spacing: [f64; 3],
-    /// "zscore-brain": z-score over the brain (or head) mask, clipped.
-    pub normalisation: String,
-    pub clip: f32,
-}
-
-impl Default for Preprocessing {
-    fn default() -> Self {
-        Self {
-            spacing: [1.0; 3],
-            normalisation: "zscore-brain".into(),
-            clip: ZSCORE_CLIP,
-        }
-    }
-}
 
 /// One preprocessed training case.
 pub struct Case {
@@ -92,43 +71,47 @@ pub fn case_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     Ok(out)
 }
 
-/// Reads, resamples and normalises one case.
-pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Error> {
-    let (image, truth, brain) = if dir.join("image.nii.gz").is_file() {
-        let (img, _) = read_nifti_f32(&dir.join("image.nii.gz"))?;
+/// A case on its own grid: the image and its instance-labelled truth.
+pub struct RawCase {
+    pub image: Volume<f32>,
+    pub truth: Volume<u32>,
+}
+
+/// Reads a case folder as acquired (image and truth on the image grid).
+pub fn read_raw_case(dir: &Path) -> Result<RawCase, Error> {
+    if dir.join("image.nii.gz").is_file() {
+        let (image, _) = read_nifti_f32(&dir.join("image.nii.gz"))?;
         let (t, _) = read_nifti_f32(&dir.join("truth.nii.gz"))?;
-        if !t.geometry().same_grid(img.geometry(), 1e-3) {
+        if !t.geometry().same_grid(image.geometry(), 1e-3) {
             return Err(Error::Input(format!(
                 "{}: truth.nii.gz is not on the image grid",
                 dir.display()
             )));
         }
-        let brain = if dir.join("brain.nii.gz").is_file() {
-            let (b, _) = read_nifti_f32(&dir.join("brain.nii.gz"))?;
-            b.geometry().same_grid(img.geometry(), 1e-3).then_some(b)
-        } else {
-            None
-        };
-        (img, t.map(|&v| v.max(0.0) as u32), brain)
-    } else {
-        let series = read_series(&dir.join("dicom"), &ReadOptions::default(), None)?;
-        let g = series.volume.geometry().clone();
-        let rt = read_rtstruct(
-            &dir.join("rtstruct.dcm"),
-            &g,
-            &series.meta.frame_of_reference_uid,
-        )?;
-        let labels = rt.label_map(&g);
-        (series.volume, labels, None)
-    };
-    let target = image.geometry().with_spacing(pre.spacing)?;
-    let image = resample_linear(&image, &target, 0.0)?;
-    let truth = resample_labels(&truth, &target)?.map(|&v| u8::from(v > 0));
-    let brain = match brain {
-        Some(b) => Some(resample_linear(&b, &target, 0.0)?.map(|&v| v >= 0.5)),
-        None => None,
-    };
-    let image = normalise(&image, brain.as_ref(), pre.clip);
+        return Ok(RawCase {
+            image,
+            truth: t.map(|&v| v.max(0.0) as u32),
+        });
+    }
+    let series = read_series(&dir.join("dicom"), &ReadOptions::default(), None)?;
+    let g = series.volume.geometry().clone();
+    let rt = read_rtstruct(
+        &dir.join("rtstruct.dcm"),
+        &g,
+        &series.meta.frame_of_reference_uid,
+    )?;
+    let truth = rt.label_map(&g);
+    Ok(RawCase {
+        image: series.volume,
+        truth,
+    })
+}
+
+/// Reads one case and brings it onto the model grid as the contract says.
+pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Error> {
+    let raw = read_raw_case(dir)?;
+    let image = pre.prepare(&raw.image)?;
+    let truth = pre.prepare_labels(&raw.truth)?.map(|&v| u8::from(v > 0));
     let lesions = CaseLesions::from_truth(&truth);
     Ok(Case {
         name: name.to_string(),
@@ -149,33 +132,6 @@ pub fn head_threshold(v: &[f32]) -> f32 {
         .copied()
         .unwrap_or(0.0);
     0.1 * p99
-}
-
-/// Z-score over `mask` (or the head: voxels above 10 % of the 99th
-/// percentile), clipped to ±`clip`.
-pub fn normalise(image: &Volume<f32>, mask: Option<&Volume<bool>>, clip: f32) -> Volume<f32> {
-    let v = image.as_slice();
-    let inside: Vec<f32> = match mask {
-        Some(m) => v
-            .iter()
-            .zip(m.as_slice())
-            .filter(|(_, &b)| b)
-            .map(|(&x, _)| x)
-            .collect(),
-        None => {
-            let cut = head_threshold(v);
-            v.iter().cloned().filter(|&x| x > cut).collect()
-        }
-    };
-    let n = inside.len().max(1) as f64;
-    let mean = inside.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = inside
-        .iter()
-        .map(|&x| (x as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    let sd = var.sqrt().max(1e-6);
-    image.map(|&x| (((x as f64 - mean) / sd) as f32).clamp(-clip, clip))
 }
 
 /// Augmentation switches.
@@ -309,14 +265,8 @@ pub fn patch(
 /// Cache key of a case: the target spacing and the size and modification
 /// time of every source file (FNV-1a, hex).
 fn cache_key(dir: &Path, pre: &Preprocessing) -> String {
-    let mut text = format!("{:?}{}{}", pre.spacing, pre.normalisation, pre.clip);
-    for f in [
-        "image.nii.gz",
-        "truth.nii.gz",
-        "brain.nii.gz",
-        "rtstruct.dcm",
-        "dicom",
-    ] {
+    let mut text = serde_json::to_string(pre).unwrap_or_default();
+    for f in ["image.nii.gz", "truth.nii.gz", "rtstruct.dcm", "dicom"] {
         if let Ok(m) = std::fs::metadata(dir.join(f)) {
             let t = m
                 .modified()

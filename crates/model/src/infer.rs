@@ -18,6 +18,7 @@ use burn::tensor::{activation::sigmoid, backend::Backend, Tensor, TensorData};
 use delineate_imaging::Volume;
 
 use crate::network::Network;
+use crate::Error;
 
 /// How windows are placed and predicted.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,9 +87,10 @@ pub fn window_count(size: [usize; 3], opts: &SlidingOptions) -> usize {
 }
 
 /// Maps one window (single channel, x-fastest, `dims` voxels) to
-/// probabilities of the same layout.
+/// probabilities of the same layout; a failure is an error, never an empty
+/// or zero prediction.
 pub trait TilePredictor {
-    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Vec<f32>;
+    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Result<Vec<f32>, Error>;
 }
 
 /// Any network on any burn backend.
@@ -98,26 +100,27 @@ pub struct BurnPredictor<'a, B: Backend> {
 }
 
 impl<B: Backend> TilePredictor for BurnPredictor<'_, B> {
-    fn predict(&self, tile: &[f32], t: [usize; 3]) -> Vec<f32> {
+    fn predict(&self, tile: &[f32], t: [usize; 3]) -> Result<Vec<f32>, Error> {
         let input = Tensor::<B, 5>::from_data(
             TensorData::new(tile.to_vec(), [1, 1, t[2], t[1], t[0]]),
             self.device,
         );
         sigmoid(self.net.forward(input))
             .into_data()
+            .convert::<f32>()
             .to_vec::<f32>()
-            .unwrap_or_default()
+            .map_err(|e| Error::Input(format!("a window's prediction could not be read: {e:?}")))
     }
 }
 
 impl<T: TilePredictor + ?Sized> TilePredictor for &T {
-    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Result<Vec<f32>, Error> {
         (**self).predict(tile, dims)
     }
 }
 
 impl TilePredictor for crate::fast::FastUNet {
-    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Result<Vec<f32>, Error> {
         crate::fast::FastUNet::predict(self, tile, dims)
     }
 }
@@ -146,13 +149,14 @@ pub fn mirror(buf: &[f32], dims: [usize; 3], mask: usize) -> Vec<f32> {
 }
 
 /// Probability per voxel of `image` (already preprocessed). `progress` is
-/// called after each window with (done, total).
+/// called after each window with (done, total). A window whose prediction
+/// fails, or has the wrong size, fails the whole volume.
 pub fn predict_sliding(
     model: &dyn TilePredictor,
     image: &Volume<f32>,
     opts: &SlidingOptions,
     progress: &mut dyn FnMut(usize, usize),
-) -> Volume<f32> {
+) -> Result<Volume<f32>, Error> {
     let s = image.geometry().size;
     let t = opts.tile.map(|v| v.max(1));
     let n = t[0] * t[1] * t[2];
@@ -190,9 +194,14 @@ pub fn predict_sliding(
                 }
                 let mut p = vec![0f32; n];
                 for &m in &masks {
-                    let out = model.predict(&mirror(&buf, t, m), t);
+                    let out = model
+                        .predict(&mirror(&buf, t, m), t)
+                        .map_err(|e| Error::Input(format!("window at ({x0}, {y0}, {z0}): {e}")))?;
                     if out.len() != n {
-                        continue;
+                        return Err(Error::Input(format!(
+                            "window at ({x0}, {y0}, {z0}): {} probabilities for {n} voxels",
+                            out.len()
+                        )));
                     }
                     for (a, b) in p.iter_mut().zip(mirror(&out, t, m)) {
                         *a += b / masks.len() as f32;
@@ -218,7 +227,7 @@ pub fn predict_sliding(
     for (a, w) in acc.iter_mut().zip(&wsum) {
         *a = if *w > 0.0 { *a / *w } else { 0.0 };
     }
-    Volume::from_vec(image.geometry().clone(), acc).unwrap_or_else(|_| unreachable!())
+    Ok(Volume::from_vec(image.geometry().clone(), acc)?)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! generic over burn backends (`Flex` on CPU, `Cuda` on GPU). The only crate
 //! that depends on burn.
 
+pub mod contract;
 pub mod data;
 pub mod deepmedic;
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod segment;
 pub mod train;
 pub mod trainer;
 pub mod unet;
+pub mod validate;
 pub mod vnet;
 
 /// The backends: `Flex` on CPU; `Cuda` with the `cuda` feature.

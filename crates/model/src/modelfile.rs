@@ -3,11 +3,21 @@
 //!
 //! Layout: the 16-byte magic `DELINEATE-MODEL\n`, a little-endian u64 length,
 //! that many bytes of JSON ([`ModelInfo`]: format version, delineate
-//! version, architecture and its configuration, preprocessing, patch size,
-//! training summary), then the weights as burn's named MessagePack record
-//! (full precision). burn's bincode recorder panics on damaged input; this
-//! one returns an error, and the loaded tensor shapes are checked against
-//! the architecture, so a damaged file is refused by name.
+//! version, architecture and its configuration, the train/inference
+//! [`Contract`], training summary), then the weights as burn's named
+//! MessagePack record (full precision). burn's bincode recorder panics on
+//! damaged input; this one returns an error, and the loaded tensor shapes
+//! are checked against the architecture, so a damaged file is refused by
+//! name.
+//!
+//! **Format 1** (before the contract) is read with this mapping, the
+//! behaviour `delineate segment` always gave those files: spacing and clip
+//! kept; normalisation `zscore-brain` → z-score over the head (inference
+//! never had a brain mask); orientation: acquisition order; crop: head box
+//! plus 8 voxels; windows: the patch, overlap 0.25; lesions: components
+//! above 0.5, at least 1.5 mm; operating threshold:
+//! `training.operating_threshold` (or 0.5), now a confidence threshold on
+//! those lesions.
 
 use std::path::Path;
 
@@ -18,37 +28,76 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Preprocessing;
+use crate::contract::{Contract, Normalisation, Orientation, Preprocessing};
 use crate::network::{Network, NetworkConfig};
 use crate::Error;
 
 pub const MAGIC: &[u8; 16] = b"DELINEATE-MODEL\n";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Header JSON larger than this is refused (a corrupt length).
 const MAX_HEADER: u64 = 16 << 20;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelInfo {
     pub format_version: u32,
     pub delineate_version: String,
     /// Architecture and its configuration (`arch`: unet3d, vnet, deepmedic).
     pub network: NetworkConfig,
-    pub preprocessing: Preprocessing,
-    /// Patch size the network was trained on (x, y, z voxels).
-    pub patch: [usize; 3],
+    /// What training did and inference must do the same way.
+    pub contract: Contract,
     /// Free-form training summary (loss, sampling, iterations, data, ...).
     pub training: serde_json::Value,
 }
 
-impl ModelInfo {
-    /// The threshold to segment with: `training.operating_threshold` when
-    /// the file has one (chosen on validation cases), else 0.5.
-    pub fn operating_threshold(&self) -> f32 {
-        self.training
+/// The description in format 1.
+#[derive(Deserialize)]
+struct ModelInfoV1 {
+    delineate_version: String,
+    network: NetworkConfig,
+    preprocessing: PreprocessingV1,
+    patch: [usize; 3],
+    training: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct PreprocessingV1 {
+    spacing: [f64; 3],
+    normalisation: String,
+    clip: f32,
+}
+
+impl ModelInfoV1 {
+    /// The documented mapping (module documentation).
+    fn upgrade(self) -> Result<ModelInfo, String> {
+        if self.preprocessing.normalisation != "zscore-brain" {
+            return Err(format!(
+                "preprocessing.normalisation {:?} is unknown",
+                self.preprocessing.normalisation
+            ));
+        }
+        let pre = Preprocessing {
+            orientation: Orientation::Acquisition,
+            spacing: self.preprocessing.spacing,
+            normalisation: Normalisation::ZscoreHead {
+                clip: self.preprocessing.clip,
+            },
+        };
+        let mut contract = Contract::new(pre, self.patch);
+        if let Some(t) = self
+            .training
             .get("operating_threshold")
             .and_then(|v| v.as_f64())
-            .filter(|t| (0.0..1.0).contains(t))
-            .unwrap_or(0.5) as f32
+        {
+            contract.operating_threshold = t as f32;
+        }
+        Ok(ModelInfo {
+            format_version: FORMAT_VERSION,
+            delineate_version: self.delineate_version,
+            network: self.network,
+            contract,
+            training: self.training,
+        })
     }
 }
 
@@ -93,23 +142,44 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(ModelInfo, &'a [u8]), 
     if len > MAX_HEADER || 24 + len as usize > bytes.len() {
         return Err(bad("corrupt header length"));
     }
-    let info: ModelInfo = serde_json::from_slice(&bytes[24..24 + len as usize])
-        .map_err(|e| bad(&format!("description: {e}")))?;
-    if info.format_version > FORMAT_VERSION {
+    let json = &bytes[24..24 + len as usize];
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+        #[serde(default)]
+        delineate_version: String,
+    }
+    let v: Version = serde_json::from_slice(json).map_err(|e| bad(&format!("description: {e}")))?;
+    if v.format_version > FORMAT_VERSION {
         return Err(Error::Input(format!(
             "{}: model format version {} was made by delineate {}, newer than this build ({}, which reads format {FORMAT_VERSION}); upgrade delineate",
             path.display(),
-            info.format_version,
-            info.delineate_version,
+            v.format_version,
+            v.delineate_version,
             env!("CARGO_PKG_VERSION")
         )));
     }
-    if info.format_version != FORMAT_VERSION {
-        return Err(bad(&format!(
-            "format version {} (this build reads {FORMAT_VERSION})",
-            info.format_version
-        )));
-    }
+    let refused = |m: String| {
+        Error::Input(format!(
+            "{}: the model's contract cannot be followed: {m}",
+            path.display()
+        ))
+    };
+    let info = match v.format_version {
+        1 => serde_json::from_slice::<ModelInfoV1>(json)
+            .map_err(|e| bad(&format!("description (format 1): {e}")))?
+            .upgrade()
+            .map_err(refused)?,
+        FORMAT_VERSION => {
+            serde_json::from_slice::<ModelInfo>(json).map_err(|e| refused(e.to_string()))?
+        }
+        other => {
+            return Err(bad(&format!(
+                "format version {other} (this build reads 1 and {FORMAT_VERSION})"
+            )))
+        }
+    };
+    info.contract.check().map_err(refused)?;
     Ok((info, &bytes[24 + len as usize..]))
 }
 

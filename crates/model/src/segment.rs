@@ -1,82 +1,99 @@
-//! The segmentation pipeline of `delineate segment`, from an image on its
-//! own grid to probabilities, an instance mask and a lesion list on that
-//! same grid:
+//! The segmentation pipeline of `delineate segment` and of validation
+//! during training (the same code: validation is deployment), from an
+//! image on its own grid to probabilities, lesions and an instance mask on
+//! that same grid, following the model's [`Contract`]:
 //!
-//! 1. resample to the model's spacing (trilinear, same field of view and
-//!    directions) and normalise as the model file says;
-//! 2. crop to the head (voxels above 10 % of the 99th percentile, plus a
-//!    margin of 8 voxels): air costs nothing;
-//! 3. sliding-window inference with Gaussian weighting, optionally with
-//!    mirror test-time augmentation ([`crate::infer`]);
-//! 4. probabilities back onto the input grid (trilinear);
-//! 5. threshold, 26-connected components: the lesions, numbered by
-//!    decreasing maximum probability (lesion 1 is the most confident).
+//! 1. the image onto the model grid: exact reorientation, resampling to the
+//!    model's spacing, the contract's normalisation
+//!    ([`crate::contract::Preprocessing`], as in training);
+//! 2. a crop to the head (the contract's crop): air costs nothing;
+//! 3. sliding windows of the training patch with Gaussian weighting,
+//!    optionally with mirror test-time augmentation ([`crate::infer`]); a
+//!    window that fails is an error for the case;
+//! 4. **lesions on the model grid**, where the network predicted: the
+//!    26-connected components above the contract's extent threshold and
+//!    minimum size; a lesion's confidence is its maximum probability there
+//!    (a lesion one model voxel thick keeps its peak, whatever the input
+//!    grid);
+//! 5. the lesion labels back onto the input grid with the exact label
+//!    resampler (no lesion vanishes, none is diluted); the probability map
+//!    onto the input grid (trilinear), for viewing;
+//! 6. candidates are numbered by decreasing confidence; those at or above
+//!    the operating threshold are delivered.
 
 use std::time::Instant;
 
 use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
-use delineate_imaging::{label_components, resample_linear, Connectivity, Volume};
+use delineate_imaging::{
+    label_components, resample_labels, resample_linear, Connectivity, Geometry, Volume,
+};
 use serde::Serialize;
 
-use crate::data::{head_threshold, normalise};
+use crate::contract::{Contract, Crop};
+use crate::data::head_threshold;
 use crate::infer::{predict_sliding, window_count, SlidingOptions, TilePredictor};
 use crate::modelfile::ModelInfo;
 use crate::Error;
 
-/// Default window overlap (docs/inference.md: measured choice).
-pub const DEFAULT_OVERLAP: f64 = 0.25;
-/// Default minimum lesion size: removes single voxels at 1 mm (1.24 mm).
-pub const DEFAULT_MIN_DIAMETER_MM: f64 = 1.5;
-
-/// Voxels of context kept around the head box.
-pub const HEAD_MARGIN: usize = 8;
-
-/// Choices of one segmentation run.
-#[derive(Clone, Debug)]
+/// Choices of one segmentation run (everything else is the contract's).
+#[derive(Clone, Debug, Default)]
 pub struct SegmentOptions {
-    /// Voxels with probability above this are lesion.
-    pub threshold: f32,
-    /// Window size (voxels on the model grid); `None` = the training patch.
-    pub tile: Option<[usize; 3]>,
-    pub overlap: f64,
+    /// Deliver lesions with at least this confidence; `None`: the model's
+    /// operating threshold.
+    pub operating_threshold: Option<f32>,
+    /// Mirror test-time augmentation (8 flips).
     pub mirror: bool,
-    /// Components smaller than this equivalent diameter (mm) are dropped
-    /// (isolated voxels are not lesions a plan would treat).
-    pub min_diameter_mm: f64,
 }
 
-impl Default for SegmentOptions {
-    fn default() -> Self {
-        Self {
-            threshold: 0.5,
-            tile: None,
-            overlap: DEFAULT_OVERLAP,
-            mirror: false,
-            min_diameter_mm: DEFAULT_MIN_DIAMETER_MM,
-        }
-    }
-}
-
-/// One found lesion.
+/// One lesion.
 #[derive(Clone, Debug, Serialize)]
 pub struct Lesion {
-    /// Label in the mask; 1 = highest maximum probability.
+    /// Label in the mask; 1 = highest confidence.
     pub id: u32,
+    /// Size on the input grid.
     pub voxels: usize,
     pub volume_mm3: f64,
     pub equivalent_diameter_mm: f64,
     /// Centroid in patient coordinates (LPS, mm).
     pub centroid_lps_mm: [f64; 3],
+    /// The confidence: maximum probability on the model grid.
     pub max_probability: f32,
+    /// Mean probability over the lesion on the model grid.
     pub mean_probability: f32,
 }
 
-/// Output of [`segment`], all on the input grid.
+/// Lesions with their instance mask (label n = lesions[n − 1]).
+#[derive(Clone)]
+pub struct Lesions {
+    pub labels: Volume<u32>,
+    pub list: Vec<Lesion>,
+}
+
+impl Lesions {
+    /// The lesions with confidence ≥ `threshold` (their numbers unchanged:
+    /// the list is sorted by confidence).
+    pub fn at_least(&self, threshold: f32) -> Lesions {
+        let keep = self
+            .list
+            .iter()
+            .take_while(|l| l.max_probability >= threshold)
+            .count() as u32;
+        Lesions {
+            labels: self.labels.map(|&l| if l <= keep { l } else { 0 }),
+            list: self.list[..keep as usize].to_vec(),
+        }
+    }
+}
+
+/// Output of [`segment`], on the input grid.
 pub struct Segmentation {
     pub probability: Volume<f32>,
-    /// 0 = background, n = lesion n.
-    pub labels: Volume<u32>,
-    pub lesions: Vec<Lesion>,
+    /// Every candidate lesion, whatever its confidence.
+    pub candidates: Lesions,
+    /// The delivered lesions (confidence ≥ `threshold`).
+    pub delivered: Lesions,
+    /// The operating threshold applied.
+    pub threshold: f32,
     /// Seconds per stage, in order.
     pub timings: Vec<(&'static str, f64)>,
     /// Windows run by the network.
@@ -107,11 +124,10 @@ pub fn check_input(image: &Volume<f32>, info: &ModelInfo) -> Result<Vec<String>,
             ext[0], ext[1], ext[2]
         ));
     }
-    let spacing = info.preprocessing.spacing;
-    let max_ratio = (0..3)
-        .map(|a| g.spacing[a] / spacing[a])
-        .fold(0f64, f64::max);
-    if max_ratio > 4.0 {
+    let spacing = info.contract.preprocessing.spacing;
+    let finest = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
+    let coarsest = g.spacing.iter().cloned().fold(0f64, f64::max);
+    if coarsest > 4.0 * finest {
         warnings.push(format!(
             "voxels of {:.2}×{:.2}×{:.2} mm are much coarser than the model's {:.2}×{:.2}×{:.2} mm: small lesions may be missed",
             g.spacing[0], g.spacing[1], g.spacing[2], spacing[0], spacing[1], spacing[2]
@@ -149,33 +165,35 @@ pub fn segment(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Segmentation, Error> {
     let warnings = check_input(image, info)?;
-    let mut timings = Vec::new();
-    let t = Instant::now();
-    let pre = &info.preprocessing;
-    if pre.normalisation != "zscore-brain" {
-        return Err(Error::Input(format!(
-            "the model asks for normalisation {:?}, which this build does not know",
-            pre.normalisation
-        )));
-    }
-    let input_grid = image.geometry().clone();
-    let target = input_grid.with_spacing(pre.spacing)?;
-    let resampled = resample_linear(image, &target, 0.0)?;
+    let c: &Contract = &info.contract;
     let mult = info.network.size_multiple().max(1);
-    let tile = opts.tile.unwrap_or(info.patch);
-    if tile.iter().any(|&t| t == 0 || t % mult != 0) {
+    if c.patch.iter().any(|&t| t == 0 || t % mult != 0) {
         return Err(Error::Input(format!(
-            "window {tile:?}: each side must be a positive multiple of {mult} for this {}",
+            "the model's window {:?} is not a multiple of {mult} for this {}",
+            c.patch,
             info.network.name()
         )));
     }
-    // Crop to the head, with a margin of context for the border.
-    let s = target.size;
-    let (lo, hi) = head_box(&resampled).unwrap_or(([0; 3], s.map(|n| n - 1)));
-    let lo = [0, 1, 2].map(|a| lo[a].saturating_sub(HEAD_MARGIN));
-    let hi = [0, 1, 2].map(|a| (hi[a] + 1 + HEAD_MARGIN).min(s[a]));
-    // Normalise on the whole resampled image (as in training), then crop.
-    let normalised = normalise(&resampled, None, pre.clip);
+    let threshold = opts.operating_threshold.unwrap_or(c.operating_threshold);
+    let mut timings = Vec::new();
+    let t = Instant::now();
+    let input_grid = image.geometry().clone();
+    let pre = &c.preprocessing;
+    let resampled = pre.resample(image)?;
+    let model_grid = resampled.geometry().clone();
+    let s = model_grid.size;
+    let (lo, hi) = match c.crop {
+        Crop::HeadBox { margin } => {
+            let (lo, hi) = head_box(&resampled).unwrap_or(([0; 3], s.map(|n| n - 1)));
+            (
+                [0, 1, 2].map(|a| lo[a].saturating_sub(margin)),
+                [0, 1, 2].map(|a| (hi[a] + 1 + margin).min(s[a])),
+            )
+        }
+        Crop::None => ([0; 3], s),
+    };
+    // Normalise the whole volume (as in training), then crop.
+    let normalised = pre.normalise(&resampled);
     drop(resampled);
     let cropped = normalised.crop(lo, hi)?;
     drop(normalised);
@@ -183,16 +201,16 @@ pub fn segment(
 
     let t = Instant::now();
     let sliding = SlidingOptions {
-        tile,
-        overlap: opts.overlap,
+        tile: c.patch,
+        overlap: c.overlap,
         mirror: opts.mirror,
     };
     let windows = window_count(cropped.geometry().size, &sliding);
-    let prob_crop = predict_sliding(model, &cropped, &sliding, progress);
+    let prob_crop = predict_sliding(model, &cropped, &sliding, progress)?;
     timings.push(("network", t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
-    let mut prob_model = Volume::filled(target.clone(), 0f32);
+    let mut prob_model = Volume::filled(model_grid.clone(), 0f32);
     {
         let cs = prob_crop.geometry().size;
         let src = prob_crop.as_slice();
@@ -205,40 +223,45 @@ pub fn segment(
             }
         }
     }
-    let probability = if target.same_grid(&input_grid, 1e-6) {
+    let candidates = lesions_on_model_grid(
+        &prob_model,
+        c.lesions.extent_threshold,
+        c.lesions.min_diameter_mm,
+        &input_grid,
+    )?;
+    let probability = if model_grid.same_grid(&input_grid, 1e-6) {
         let mut p = prob_model;
         p.set_geometry(input_grid.clone())?;
         p
     } else {
         resample_linear(&prob_model, &input_grid, 0.0)?
     };
-    let (labels, lesions) = lesions_of(&probability, opts.threshold, opts.min_diameter_mm);
+    let delivered = candidates.at_least(threshold);
     timings.push(("postprocess", t.elapsed().as_secs_f64()));
     Ok(Segmentation {
         probability,
-        labels,
-        lesions,
+        candidates,
+        delivered,
+        threshold,
         timings,
         windows,
         warnings,
     })
 }
 
-/// 26-connected components of `probability > threshold` with an equivalent
-/// diameter of at least `min_diameter_mm`, numbered by decreasing maximum
-/// probability (then size), with their measures.
-pub fn lesions_of(
+/// Lesions of a probability map on the model grid: 26-connected
+/// components above `extent` with an equivalent diameter of at least
+/// `min_diameter_mm`, numbered by decreasing maximum probability (then
+/// size), their labels carried onto `input` (exact label resampling) and
+/// measured there.
+pub fn lesions_on_model_grid(
     probability: &Volume<f32>,
-    threshold: f32,
+    extent: f32,
     min_diameter_mm: f64,
-) -> (Volume<u32>, Vec<Lesion>) {
-    let g = probability.geometry().clone();
-    let cc = label_components(
-        probability,
-        Connectivity::TwentySix,
-        |&p| p > threshold,
-        false,
-    );
+    input: &Geometry,
+) -> Result<Lesions, Error> {
+    let g = probability.geometry();
+    let cc = label_components(probability, Connectivity::TwentySix, |&p| p > extent, false);
     let n = cc.stats.len();
     let (mut max, mut sum) = (vec![0f32; n + 1], vec![0f64; n + 1]);
     for (&l, &p) in cc.labels.as_slice().iter().zip(probability.as_slice()) {
@@ -247,7 +270,7 @@ pub fn lesions_of(
             sum[l as usize] += p as f64;
         }
     }
-    let voxel = voxel_volume_mm3(&g);
+    let voxel = voxel_volume_mm3(g);
     let mut order: Vec<usize> = (0..n)
         .filter(|&c| equivalent_diameter_mm(cc.stats[c].voxels as f64 * voxel) >= min_diameter_mm)
         .collect();
@@ -258,32 +281,57 @@ pub fn lesions_of(
             .then(a.cmp(&b))
     });
     let mut rank = vec![0u32; n + 1];
-    let lesions = order
+    for (r, &c) in order.iter().enumerate() {
+        rank[c + 1] = r as u32 + 1;
+    }
+    let model_labels = cc.labels.map(|&l| rank[l as usize]);
+    let labels = if g.same_grid(input, 1e-6) {
+        let mut l = model_labels;
+        l.set_geometry(input.clone())?;
+        l
+    } else {
+        resample_labels(&model_labels, input)?
+    };
+    // Measures on the input grid.
+    let k = order.len();
+    let (mut count, mut centre) = (vec![0usize; k + 1], vec![[0f64; 3]; k + 1]);
+    let [nx, ny, _] = input.size;
+    for (i, &l) in labels.as_slice().iter().enumerate() {
+        if l > 0 {
+            let l = l as usize;
+            count[l] += 1;
+            let ijk = [i % nx, (i / nx) % ny, i / (nx * ny)];
+            for a in 0..3 {
+                centre[l][a] += ijk[a] as f64;
+            }
+        }
+    }
+    let vin = voxel_volume_mm3(input);
+    let list = order
         .iter()
         .enumerate()
         .map(|(r, &c)| {
-            let st = &cc.stats[c];
-            rank[c + 1] = r as u32 + 1;
-            let v = st.voxels as f64 * voxel;
+            let id = r + 1;
+            let vox = count[id];
+            let mean_idx = centre[id].map(|v| v / vox.max(1) as f64);
+            let volume = vox as f64 * vin;
             Lesion {
-                id: r as u32 + 1,
-                voxels: st.voxels,
-                volume_mm3: v,
-                equivalent_diameter_mm: equivalent_diameter_mm(v),
-                centroid_lps_mm: g.index_to_world(st.centroid),
+                id: id as u32,
+                voxels: vox,
+                volume_mm3: volume,
+                equivalent_diameter_mm: equivalent_diameter_mm(volume),
+                centroid_lps_mm: input.index_to_world(mean_idx),
                 max_probability: max[c + 1],
-                mean_probability: (sum[c + 1] / st.voxels.max(1) as f64) as f32,
+                mean_probability: (sum[c + 1] / cc.stats[c].voxels.max(1) as f64) as f32,
             }
         })
         .collect();
-    let labels = cc.labels.map(|&l| rank[l as usize]);
-    (labels, lesions)
+    Ok(Lesions { labels, list })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use delineate_imaging::Geometry;
 
     #[test]
     fn lesions_are_numbered_by_confidence_and_measured() {
@@ -294,7 +342,7 @@ mod tests {
             Geometry::IDENTITY,
         )
         .unwrap();
-        let mut p = Volume::filled(g, 0f32);
+        let mut p = Volume::filled(g.clone(), 0f32);
         let d = p.as_mut_slice();
         // A big, less confident lesion (8 voxels) and a small, sure one.
         for (x, y, z) in [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1)] {
@@ -302,15 +350,16 @@ mod tests {
             d[x + 10 * (y + 10 * (z + 1))] = 0.6;
         }
         d[7 + 10 * (7 + 10 * 7)] = 0.95;
-        d[5 + 10 * (5 + 10 * 5)] = 0.4; // below the threshold
-        let (labels, lesions) = lesions_of(&p, 0.5, 0.0);
-        assert_eq!(lesions.len(), 2);
+        d[5 + 10 * (5 + 10 * 5)] = 0.4; // below the extent threshold
+        let l = lesions_on_model_grid(&p, 0.5, 0.0, &g).unwrap();
+        assert_eq!(l.list.len(), 2);
         // A minimum size drops the single voxel (1 voxel of 2 mm³: 1.56 mm).
-        let (big, only) = lesions_of(&p, 0.5, 2.0);
-        assert_eq!(only.len(), 1);
-        assert_eq!(only[0].voxels, 8);
-        assert_eq!(big.as_slice()[7 + 10 * (7 + 10 * 7)], 0);
-        assert_eq!(big.as_slice()[1 + 10 * (1 + 10)], 1);
+        let only = lesions_on_model_grid(&p, 0.5, 2.0, &g).unwrap();
+        assert_eq!(only.list.len(), 1);
+        assert_eq!(only.list[0].voxels, 8);
+        assert_eq!(only.labels.as_slice()[7 + 10 * (7 + 10 * 7)], 0);
+        assert_eq!(only.labels.as_slice()[1 + 10 * (1 + 10)], 1);
+        let lesions = &l.list;
         assert_eq!(lesions[0].voxels, 1);
         assert_eq!(lesions[0].max_probability, 0.95);
         assert_eq!(lesions[0].centroid_lps_mm, [12.0, 7.0, 14.0]);
@@ -318,8 +367,12 @@ mod tests {
         assert!((lesions[1].volume_mm3 - 16.0).abs() < 1e-9);
         assert!((lesions[1].mean_probability - 0.65).abs() < 1e-6);
         assert_eq!(lesions[1].centroid_lps_mm, [6.5, 1.5, 3.0]);
-        assert_eq!(labels.as_slice()[7 + 10 * (7 + 10 * 7)], 1);
-        assert_eq!(labels.as_slice()[1 + 10 * (1 + 10)], 2);
-        assert_eq!(labels.as_slice().iter().filter(|&&l| l > 0).count(), 9);
+        assert_eq!(l.labels.as_slice()[7 + 10 * (7 + 10 * 7)], 1);
+        assert_eq!(l.labels.as_slice()[1 + 10 * (1 + 10)], 2);
+        assert_eq!(l.labels.as_slice().iter().filter(|&&v| v > 0).count(), 9);
+        // Delivery keeps the most confident ones, numbers unchanged.
+        let d = l.at_least(0.9);
+        assert_eq!(d.list.len(), 1);
+        assert_eq!(d.labels.as_slice().iter().filter(|&&v| v > 0).count(), 1);
     }
 }

@@ -4,6 +4,14 @@
 //! The optimiser steps run on an [`Engine`] (the native CPU engine or
 //! burn); checkpoints are the same for both, so `--resume` may switch.
 //!
+//! **Model selection.** Every `val_every` epochs (and after the last) the
+//! caller's validation runs the deployment pipeline on held-out cases and
+//! returns a score (higher is better) and the operating threshold it chose
+//! on those cases; a score at least as good as the best so far makes the
+//! current weights `best.dlm` (ties go to the later, longer-trained
+//! model), with that threshold in its contract. `model.dlm` (the final
+//! weights) carries the threshold of the last validation.
+//!
 //! Batch *t* is a function of the seed and *t* only (its own ChaCha8
 //! stream), so a run resumed from a checkpoint sees the same batches as an
 //! uninterrupted one and ends with the same weights.
@@ -18,7 +26,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Cpu;
-use crate::data::{patch, Augment, Case, Preprocessing};
+use crate::contract::{Contract, Preprocessing};
+use crate::data::{patch, Augment, Case};
 use crate::engine::{Engine, EngineKind, HostBatch, OptimizerChoice};
 use crate::losses::inverse_weights;
 use crate::modelfile::{self, ModelInfo};
@@ -55,6 +64,31 @@ pub struct TrainOptions {
     pub checkpoint_every: usize,
     pub augment: Augment,
     pub preprocessing: Preprocessing,
+    /// Validate every this many epochs (and after the last).
+    #[serde(default = "one")]
+    pub val_every: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TrainOptions {
+    /// The contract of models from this run (threshold not yet chosen).
+    pub fn contract(&self) -> Contract {
+        Contract::new(self.preprocessing.clone(), self.patch)
+    }
+}
+
+/// What a validation found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Validation {
+    /// Model-selection score: higher is better.
+    pub score: f64,
+    /// The operating threshold chosen on the validation cases.
+    pub threshold: f32,
+    /// Figures to record (recall, false positives, AP, ...).
+    pub summary: serde_json::Value,
 }
 
 /// What the loop reports after each iteration.
@@ -83,11 +117,14 @@ pub struct TrainSummary {
 struct CheckpointHeader {
     next_iteration: usize,
     best_score: Option<f64>,
+    /// The latest validation (for model.dlm's threshold after a resume).
+    #[serde(default)]
+    last_validation: Option<Validation>,
     options: TrainOptions,
 }
 
-/// Scores a network on held-out cases (higher is better).
-pub type Validate<'a> = &'a dyn Fn(&Network<Cpu>) -> Result<f64, Error>;
+/// Runs a network under the run's contract on held-out cases.
+pub type Validate<'a> = &'a dyn Fn(&Network<Cpu>, &Contract) -> Result<Validation, Error>;
 
 fn batch_seed(seed: u64, t: usize) -> u64 {
     let mut z = seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -271,6 +308,7 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
     std::fs::create_dir_all(run).map_err(|e| Error::Input(format!("{}: {e}", run.display())))?;
     let total = opts.epochs * opts.iterations_per_epoch;
     let (mut start, mut best) = (0usize, None::<f64>);
+    let mut last_validation: Option<Validation> = None;
     if resume {
         let (h, model, optim) = read_checkpoint(run)?;
         if h.options.network != opts.network
@@ -288,6 +326,7 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             .map_err(|e| Error::Input(format!("{}: {e}", checkpoint_path(run).display())))?;
         start = h.next_iteration;
         best = h.best_score;
+        last_validation = h.last_validation;
     } else if checkpoint_path(run).exists() {
         return Err(Error::Input(format!(
             "{}: a run is already here; use --resume to continue it, or another --out",
@@ -309,17 +348,20 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
         .append(true)
         .open(run.join("metrics.jsonl"))
         .map_err(|e| Error::Input(format!("{}: {e}", run.join("metrics.jsonl").display())))?;
-    let info = |iterations: usize, loss: f32| ModelInfo {
+    let info = |iterations: usize, loss: f32, v: Option<&Validation>| ModelInfo {
         format_version: modelfile::FORMAT_VERSION,
         delineate_version: env!("CARGO_PKG_VERSION").into(),
         network: cfg.clone(),
-        preprocessing: opts.preprocessing.clone(),
-        patch: opts.patch,
+        contract: Contract {
+            operating_threshold: v.map_or(opts.contract().operating_threshold, |v| v.threshold),
+            ..opts.contract()
+        },
         training: serde_json::json!({
             "loss": opts.loss, "sampling": opts.sampling, "iterations": iterations,
             "batch": opts.batch, "optimizer": opts.optimizer, "lr": opts.lr, "seed": opts.seed,
             "engine": opts.engine,
             "cases": cases.len(), "final_loss": loss,
+            "validation": v.map(|v| serde_json::json!({"score": v.score, "threshold": v.threshold, "summary": v.summary})),
         }),
     };
     let rx = loader(cases.clone(), opts, start, total);
@@ -341,18 +383,25 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
         let l = engine.step(&cb.batch, opts.loss, lr)?;
         last_loss = l;
         let end_of_epoch = (t + 1) % opts.iterations_per_epoch == 0;
-        let score = match (end_of_epoch, validate) {
-            (true, Some(v)) => Some(v(&engine.network()?)?),
+        let due = end_of_epoch && ((epoch + 1) % opts.val_every.max(1) == 0 || t + 1 == total);
+        let validation = match (due, validate) {
+            (true, Some(v)) => Some(v(&engine.network()?, &opts.contract())?),
             _ => None,
         };
+        let score = validation.as_ref().map(|v| v.score);
         let line = serde_json::json!({"iteration": t + 1, "epoch": epoch, "loss": l, "lr": lr,
             "seconds": t0.elapsed().as_secs_f64(), "wait_ms": waited * 1e3, "validation": score});
         let _ = writeln!(metrics, "{line}");
-        if let Some(s) = score {
-            if best.is_none_or(|b| s > b) {
-                best = Some(s);
-                modelfile::save(&run.join("best.dlm"), &engine.network()?, &info(t + 1, l))?;
+        if let Some(v) = validation {
+            if best.is_none_or(|b| v.score >= b) {
+                best = Some(v.score);
+                modelfile::save(
+                    &run.join("best.dlm"),
+                    &engine.network()?,
+                    &info(t + 1, l, Some(&v)),
+                )?;
             }
+            last_validation = Some(v);
         }
         if (t + 1) % opts.checkpoint_every.max(1) == 0 || t + 1 == total {
             write_checkpoint(
@@ -361,6 +410,7 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
                 &CheckpointHeader {
                     next_iteration: t + 1,
                     best_score: best,
+                    last_validation: last_validation.clone(),
                     options: opts.clone(),
                 },
             )?;
@@ -374,7 +424,11 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
         });
     }
     let model = run.join("model.dlm");
-    modelfile::save(&model, &engine.network()?, &info(total, last_loss))?;
+    modelfile::save(
+        &model,
+        &engine.network()?,
+        &info(total, last_loss, last_validation.as_ref()),
+    )?;
     let done = total.saturating_sub(start).max(1);
     let secs = t0.elapsed().as_secs_f64();
     Ok(TrainSummary {

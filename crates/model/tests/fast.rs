@@ -46,7 +46,7 @@ fn unet(widths: &[usize], seed: u64) -> (Network<Cpu>, FastUNet) {
     let Network::UNet(u) = &net else {
         panic!("a U-Net")
     };
-    let fast = FastUNet::from_unet(u);
+    let fast = FastUNet::from_unet(u).expect("packed");
     (net, fast)
 }
 
@@ -59,7 +59,7 @@ fn random_weights_odd_sizes_batch_of_two() {
     let images = vec![random(n, 1), random(n, 2)];
     let want = burn_probs(&net, &images, dims);
     for (img, w) in images.iter().zip(&want) {
-        let got = fast.predict(img, dims);
+        let got = fast.predict(img, dims).expect("prediction");
         let d = max_abs_diff(&got, w);
         assert!(d < 1e-4, "max abs diff {d}");
         // Not trivially equal: the network's output varies over the volume.
@@ -76,7 +76,7 @@ fn default_widths_and_single_level_sizes() {
         let n = dims.iter().product();
         let img = random(n, 9);
         let want = burn_probs(&net, std::slice::from_ref(&img), dims);
-        let d = max_abs_diff(&fast.predict(&img, dims), &want[0]);
+        let d = max_abs_diff(&fast.predict(&img, dims).expect("prediction"), &want[0]);
         assert!(d < 1e-4, "{dims:?}: max abs diff {d}");
     }
 }
@@ -89,11 +89,11 @@ fn shipped_model_with_trained_norms() {
     let Network::UNet(u) = &net else {
         panic!("the shipped model is a U-Net")
     };
-    let fast = FastUNet::from_unet(u);
+    let fast = FastUNet::from_unet(u).expect("packed");
     let dims = [32, 24, 16];
     let n = dims.iter().product();
     let img = random(n, 11);
     let want = burn_probs(&net, std::slice::from_ref(&img), dims);
-    let d = max_abs_diff(&fast.predict(&img, dims), &want[0]);
+    let d = max_abs_diff(&fast.predict(&img, dims).expect("prediction"), &want[0]);
     assert!(d < 1e-4, "max abs diff {d}");
 }

@@ -423,7 +423,8 @@ fn vnet_and_deepmedic_shapes_and_gradients() {
 /// Spatial augmentation keeps lesions in place and about their size.
 #[test]
 fn spatial_augmentation_keeps_lesions() {
-    use delineate_model::data::{case_folders, load_case, patch, Augment, Preprocessing};
+    use delineate_model::contract::Preprocessing;
+    use delineate_model::data::{case_folders, load_case, patch, Augment};
     let tmp = tempfile::tempdir().unwrap();
     tiny_dataset(tmp.path(), 1);
     let (name, dir) = &case_folders(tmp.path()).unwrap()[0];
@@ -484,13 +485,38 @@ fn damaged_model_files_are_refused() {
         format_version: modelfile::FORMAT_VERSION,
         delineate_version: "test".into(),
         network: net.clone(),
-        preprocessing: delineate_model::data::Preprocessing::default(),
-        patch: [16, 16, 16],
+        contract: delineate_model::contract::Contract::new(Default::default(), [16, 16, 16]),
         training: serde_json::json!({}),
     };
     let bytes = modelfile::to_bytes(&net.init::<B>(&Default::default()), &info).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     assert!(modelfile::load::<B>(&path, &Default::default()).is_ok());
+    // An unknown or missing contract value is refused, by name.
+    let header_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    let json = String::from_utf8(bytes[24..24 + header_len].to_vec()).unwrap();
+    for (from, to, named) in [
+        ("\"orientation\":\"ras\"", "\"orientation\":\"lip\"", "lip"),
+        ("zscore-head", "zscore-brain", "zscore-brain"),
+        ("\"overlap\":0.25,", "", "overlap"),
+        ("\"overlap\":0.25", "\"overlap\":0.99", "overlap"),
+        ("\"crop\":{", "\"crop\":{\"shrink\":2,", "shrink"),
+    ] {
+        assert!(json.contains(from), "{from} in {json}");
+        let j = json.replacen(from, to, 1);
+        let mut b = bytes[..16].to_vec();
+        b.extend_from_slice(&(j.len() as u64).to_le_bytes());
+        b.extend_from_slice(j.as_bytes());
+        b.extend_from_slice(&bytes[24 + header_len..]);
+        std::fs::write(&path, &b).unwrap();
+        let e = modelfile::load::<B>(&path, &Default::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("m.dlm") && e.contains("contract") && e.contains(named),
+            "{from} -> {to}: {e}"
+        );
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     for cut in [0, 10, 23, 40, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&path, &bytes[..cut]).unwrap();

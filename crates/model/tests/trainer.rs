@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
 use delineate_model::backend::Cpu;
-use delineate_model::data::{case_folders, load_case, Case, Preprocessing};
+use delineate_model::contract::Preprocessing;
+use delineate_model::data::{case_folders, load_case, Case};
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
 use delineate_model::trainer::{train, TrainOptions, TrainSummary};
 use support::{tiny_dataset, tiny_options};

@@ -12,9 +12,7 @@ use delineate_model::fast::FastUNet;
 use delineate_model::infer::{BurnPredictor, TilePredictor};
 use delineate_model::modelfile::{self, ModelInfo};
 use delineate_model::network::Network;
-use delineate_model::segment::{
-    segment, Lesion, SegmentOptions, Segmentation, DEFAULT_MIN_DIAMETER_MM, DEFAULT_OVERLAP,
-};
+use delineate_model::segment::{segment, Lesion, SegmentOptions, Segmentation};
 
 use crate::input::{self, SeriesArgs, Source};
 
@@ -29,10 +27,15 @@ pub const SHIPPED_MODEL_NAME: &str = "models/unet-synth.dlm (built in)";
 /// file, or a folder of cases (CASE/dicom/, CASE/image.nii.gz, or *.nii.gz
 /// files) for batch mode, which writes OUT/CASE/ for each.
 ///
-/// Steps: resample to the model's spacing and normalise as the model file
-/// says; sliding-window inference with Gaussian weighting (--overlap),
-/// optionally with mirror test-time augmentation (--tta); probabilities back
-/// on the input grid; threshold; 26-connected components are the lesions,
+/// Steps, all as the model file's contract says (the same code that
+/// validated the model during training): reorient exactly to the model's
+/// axes, resample to its spacing, normalise; sliding windows of the
+/// training patch with Gaussian weighting, optionally with mirror
+/// test-time augmentation (--tta); lesions are the 26-connected components
+/// above the contract's extent threshold on the model grid, their
+/// confidence the maximum probability; their labels go back to the input
+/// grid exactly (no lesion is lost or diluted by a coarse input grid);
+/// lesions with confidence ≥ the operating threshold are delivered,
 /// numbered by decreasing confidence.
 ///
 /// OUT gets probability.nii.gz (float32, input grid), mask.nii.gz (label n
@@ -59,25 +62,14 @@ pub struct SegmentArgs {
     /// reference). Default: fast for a U-Net on CPU.
     #[arg(long, value_parser = ["fast", "burn"])]
     pub engine: Option<String>,
-    /// Voxels with probability above this are lesion; default: the
-    /// model's operating threshold (chosen on validation cases and stored
-    /// in the model file), or 0.5 when it has none.
+    /// Deliver lesions whose confidence (maximum probability) is at least
+    /// this; default: the model's operating threshold (chosen on its
+    /// validation cases, stored in the model file).
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Mirror test-time augmentation: average over the 8 flips (8× slower).
     #[arg(long)]
     pub tta: bool,
-    /// Drop lesions smaller than this equivalent diameter (mm): isolated
-    /// voxels are not lesions to treat (0 keeps everything).
-    #[arg(long, default_value_t = DEFAULT_MIN_DIAMETER_MM)]
-    pub min_diameter: f64,
-    /// Minimum overlap of neighbouring windows (fraction of a window).
-    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
-    pub overlap: f64,
-    /// Window size in voxels of the model grid (x,y,z or one value);
-    /// default: the model's training patch.
-    #[arg(long, value_delimiter = ',')]
-    pub tile: Vec<usize>,
     /// Also write seg.dcm (DICOM Segmentation) for DICOM output.
     #[arg(long)]
     pub seg: bool,
@@ -153,7 +145,7 @@ pub fn load_model<B: Backend>(
         }
     };
     let fast = match (&net, fast) {
-        (Network::UNet(u), true) => Some(FastUNet::from_unet(u)),
+        (Network::UNet(u), true) => Some(FastUNet::from_unet(u)?),
         _ => None,
     };
     Ok(Loaded {
@@ -304,13 +296,11 @@ fn print_case(o: &CaseOutput, model: &str) {
 }
 
 /// The segmentation options from the command line.
-pub fn options(a: &SegmentArgs, info: &ModelInfo) -> Result<SegmentOptions> {
-    let threshold = a.threshold.unwrap_or_else(|| info.operating_threshold());
-    if !(0.0..1.0).contains(&threshold) {
-        bail!("--threshold: must lie in [0, 1)");
-    }
-    if !(0.0..0.95).contains(&a.overlap) {
-        bail!("--overlap: must lie in [0, 0.95)");
+pub fn options(a: &SegmentArgs) -> Result<SegmentOptions> {
+    if let Some(t) = a.threshold {
+        if !(0.0..=1.0).contains(&t) {
+            bail!("--threshold: must lie in [0, 1]");
+        }
     }
     if let Some(r) = &a.uid_root {
         // A UID has at most 64 characters (PS3.5 §9.1); ".1" is appended.
@@ -318,18 +308,9 @@ pub fn options(a: &SegmentArgs, info: &ModelInfo) -> Result<SegmentOptions> {
             bail!("--uid-root: digits and dots, at most 62 characters");
         }
     }
-    let tile = match a.tile.as_slice() {
-        [] => None,
-        [n] => Some([*n; 3]),
-        [x, y, z] => Some([*x, *y, *z]),
-        _ => bail!("--tile: one value or three (x,y,z)"),
-    };
     Ok(SegmentOptions {
-        threshold,
-        tile,
-        overlap: a.overlap,
+        operating_threshold: a.threshold,
         mirror: a.tta,
-        min_diameter_mm: a.min_diameter.max(0.0),
     })
 }
 
@@ -342,7 +323,7 @@ pub fn segment_case<B: Backend>(
     out: &Path,
 ) -> Result<CaseOutput> {
     let t0 = Instant::now();
-    let opts = options(a, &model.info)?;
+    let opts = options(a)?;
     let t = Instant::now();
     let loaded = input::load(input_path, &a.series)?;
     let mut timings = vec![("read".to_string(), t.elapsed().as_secs_f64())];
@@ -387,7 +368,7 @@ pub fn segment_case<B: Backend>(
     Ok(CaseOutput {
         name: name.to_string(),
         out: out.to_path_buf(),
-        lesions: seg.lesions,
+        lesions: seg.delivered.list,
         timings,
         seconds: t0.elapsed().as_secs_f64(),
         rtstruct: rtstruct.map(|_| out.join("rtstruct.dcm")),
@@ -413,11 +394,12 @@ fn write_outputs<B: Backend>(
     let dir = staging.dir();
     let nopts = NiftiWriteOptions::default();
     write_nifti(&dir.join("probability.nii.gz"), &seg.probability, &nopts)?;
-    if seg.lesions.len() <= u16::MAX as usize {
-        let labels = AnyVolume::Uint16(seg.labels.map(|&l| l as u16));
+    let lesions = &seg.delivered;
+    if lesions.list.len() <= u16::MAX as usize {
+        let labels = AnyVolume::Uint16(lesions.labels.map(|&l| l as u16));
         delineate_imaging::write_nifti_any(&dir.join("mask.nii.gz"), &labels, &nopts)?;
     } else {
-        write_nifti(&dir.join("mask.nii.gz"), &seg.labels, &nopts)?;
+        write_nifti(&dir.join("mask.nii.gz"), &lesions.labels, &nopts)?;
     }
     let meta = match meta {
         Some(m) => Some(m),
@@ -432,10 +414,10 @@ fn write_outputs<B: Backend>(
     };
     let mut rtstruct = None;
     if let Some(meta) = &meta {
-        if seg.lesions.is_empty() {
+        if lesions.list.is_empty() {
             eprintln!("note: no lesion found: no RTSTRUCT written (an empty structure set is refused by planning systems)");
         } else {
-            let rois = roi_specs(&seg.lesions);
+            let rois = roi_specs(&lesions.list);
             let g = image.geometry();
             let opts = RtStructOptions {
                 series_description: "delineate auto-contours".into(),
@@ -444,14 +426,14 @@ fn write_outputs<B: Backend>(
             };
             delineate_dicom::write_rtstruct(
                 &dir.join("rtstruct.dcm"),
-                &seg.labels,
+                &lesions.labels,
                 g,
                 meta,
                 &rois,
                 &opts,
             )?;
             if a.seg {
-                delineate_dicom::write_seg(&dir.join("seg.dcm"), &seg.labels, g, meta, &rois)?;
+                delineate_dicom::write_seg(&dir.join("seg.dcm"), &lesions.labels, g, meta, &rois)?;
             }
             rtstruct = Some(());
         }
@@ -462,13 +444,12 @@ fn write_outputs<B: Backend>(
         "model": model.name,
         "engine": model.engine(),
         "model_network": model.info.network,
-        "threshold": a.threshold.unwrap_or_else(|| model.info.operating_threshold()),
-        "overlap": a.overlap,
-        "min_diameter_mm": a.min_diameter,
+        "threshold": seg.threshold,
+        "contract": model.info.contract,
         "tta": a.tta,
         "windows": seg.windows,
         "grid": {"size": image.geometry().size, "spacing_mm": image.geometry().spacing},
-        "lesions": seg.lesions,
+        "lesions": lesions.list,
         "timings_s": seg.timings.iter().map(|(s, t)| serde_json::json!({"stage": s, "seconds": t})).collect::<Vec<_>>(),
         "warnings": seg.warnings,
     });

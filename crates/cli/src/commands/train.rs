@@ -4,27 +4,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use delineate_eval::{curves, matching};
-use delineate_imaging::{write_nifti, NiftiWriteOptions};
 use delineate_model::backend::Cpu;
-use delineate_model::data::{
-    case_folders, load_case, load_case_cached, Augment, Case, Preprocessing,
-};
+use delineate_model::contract::{Contract, Preprocessing};
+use delineate_model::data::{case_folders, load_case, load_case_cached, read_raw_case, Augment};
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
-use delineate_model::fast::FastUNet;
-use delineate_model::infer::{predict_sliding, BurnPredictor, SlidingOptions, TilePredictor};
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
 use delineate_model::train::LossKind;
 use delineate_model::trainer::{train, TrainOptions, TrainSummary, Validate};
+use delineate_model::validate::{validate, ValCase, ValidationOptions, TARGET_FP_PER_CASE};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 /// Train the 3D U-Net, V-Net or DeepMedic on cases (NIfTI or DICOM + RTSTRUCT).
 ///
-/// DATA holds one folder per case: image.nii.gz + truth.nii.gz (+
-/// brain.nii.gz), as `delineate synth` writes, or dicom/ + rtstruct.dcm.
-/// Cases are resampled to --spacing and z-scored inside the brain. Patches
+/// DATA holds one folder per case: image.nii.gz + truth.nii.gz, as
+/// `delineate synth` writes, or dicom/ + rtstruct.dcm. Cases go onto the
+/// model grid as the model's contract says, by the code `delineate
+/// segment` runs: exact reorientation to RAS, resampling to --spacing,
+/// z-score over the head (no brain mask at either end). Patches
 /// are drawn by Tumor Sampling (a lesion chosen uniformly, so small lesions
 /// count) or uniformly, and the loss is iwBCE (lesion voxels weighted
 /// inversely to their lesion's volume) or BCE/Dice/iwDice.
@@ -36,13 +34,16 @@ use rand::SeedableRng;
 /// the same checkpoints: a run may be resumed on the other engine.
 ///
 /// One fold of a patient-wise K-fold split (--folds, --fold) is held out for
-/// validation; at the end of each epoch the lesion-wise recall at
-/// --val-precision is measured on it and the best model is kept. OUT gets
-/// options.json, metrics.jsonl (one line per iteration), checkpoint.bin
-/// (--resume continues exactly), best.dlm and model.dlm: self-describing
-/// model files (architecture, preprocessing, weights), and validation/CASE/
-/// with the latest validation probability maps and truths, ready for
-/// `delineate evaluate --pred OUT/validation --truth OUT/validation`.
+/// validation, which is deployment: every --val-every epochs each held-out
+/// case goes through the `delineate segment` pipeline as acquired, its
+/// lesions are scored lesion-wise, and the model with the best average
+/// precision is kept as best.dlm, with the operating threshold chosen on
+/// those cases (the lowest confidence with at most --target-fp false
+/// positives per case). OUT gets options.json, metrics.jsonl (one line per
+/// iteration), checkpoint.bin (--resume continues exactly, on either
+/// engine), best.dlm and model.dlm: self-describing model files
+/// (architecture, contract, weights), and validation/CASE/ with the latest
+/// validation probability maps, candidate lesions and truths.
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// Dataset folder: one subfolder per case.
@@ -99,9 +100,13 @@ pub struct TrainArgs {
     /// chosen by the seed; listed in OUT/holdout.json).
     #[arg(long, default_value_t = 0)]
     pub holdout: usize,
-    /// Validation score: lesion-wise recall at this precision.
-    #[arg(long, default_value_t = 0.8)]
-    pub val_precision: f64,
+    /// False positives per case allowed at the operating threshold chosen
+    /// on the validation cases.
+    #[arg(long, default_value_t = TARGET_FP_PER_CASE)]
+    pub target_fp: f64,
+    /// Validate every this many epochs (and after the last).
+    #[arg(long, default_value_t = 1)]
+    pub val_every: usize,
     /// Target voxel spacing (mm).
     #[arg(long, default_value = "1,1,1", value_delimiter = ',')]
     pub spacing: Vec<f64>,
@@ -130,69 +135,6 @@ fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
     }
 }
 
-/// Lesion-wise recall at the given precision over the validation cases.
-/// The latest probability maps and truths (on the preprocessed grid) are
-/// kept in `save/CASE/`, ready for `delineate evaluate`.
-fn validation_score(
-    net: &Network<Cpu>,
-    cases: &[Case],
-    tile: [usize; 3],
-    precision: f64,
-    save: &std::path::Path,
-) -> f64 {
-    let device = Default::default();
-    let fast = match net {
-        Network::UNet(u) => Some(FastUNet::from_unet(u)),
-        _ => None,
-    };
-    let burn = BurnPredictor {
-        net,
-        device: &device,
-    };
-    let predictor: &dyn TilePredictor = match &fast {
-        Some(f) => f,
-        None => &burn,
-    };
-    let results: Vec<matching::CaseResult> = cases
-        .iter()
-        .map(|c| {
-            // Non-overlapping windows: validation ranks epochs, it need not
-            // be the best possible prediction.
-            let opts = SlidingOptions {
-                tile,
-                overlap: 0.0,
-                mirror: false,
-            };
-            let prob = predict_sliding(predictor, &c.image, &opts, &mut |_, _| {});
-            let dir = save.join(&c.name);
-            if std::fs::create_dir_all(&dir).is_ok() {
-                let opts = NiftiWriteOptions::default();
-                if let Err(e) = write_nifti(&dir.join("probability.nii.gz"), &prob, &opts)
-                    .and_then(|_| write_nifti(&dir.join("truth.nii.gz"), &c.truth, &opts))
-                {
-                    tracing::warn!("cannot save validation maps: {e}");
-                }
-            }
-            let truth = c.truth.map(|&v| u32::from(v));
-            matching::match_case(
-                &c.name,
-                &truth,
-                &matching::Prediction::Probability(prob),
-                &Default::default(),
-                &Default::default(),
-            )
-        })
-        .collect();
-    let idx: Vec<usize> = (0..results.len()).collect();
-    let s = curves::summarize(&results, &idx, &curves::sigmoid_grid(), &[], &[]);
-    s.points
-        .iter()
-        .filter(|p| p.precision.is_some_and(|v| v >= precision))
-        .map(|p| p.recall)
-        .filter(|r| r.is_finite())
-        .fold(0.0, f64::max)
-}
-
 pub fn run(a: &TrainArgs) -> Result<()> {
     let device = match a.device.as_str() {
         "cuda" => Device::Cuda,
@@ -216,6 +158,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         spacing,
         ..Default::default()
     };
+    if a.target_fp.is_nan() || a.target_fp < 0.0 || a.val_every == 0 {
+        bail!("--target-fp must be ≥ 0 and --val-every ≥ 1");
+    }
     let folders = case_folders(&a.data)?;
     // Patient-wise split: shuffle names with the seed, fold k of K held out.
     let mut order: Vec<usize> = (0..folders.len()).collect();
@@ -244,6 +189,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             pb.inc(1);
             continue;
         }
+        if is_val(i) {
+            // Validation is deployment: the case as acquired.
+            let raw = read_raw_case(dir).with_context(|| format!("case {name}"))?;
+            val_cases.push(ValCase {
+                name: name.clone(),
+                image: raw.image,
+                truth: raw.truth,
+            });
+            pb.inc(1);
+            continue;
+        }
         let c = if a.no_cache {
             load_case(name, dir, &pre)
         } else {
@@ -253,11 +209,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             })
         }
         .with_context(|| format!("case {name}"))?;
-        if is_val(i) {
-            val_cases.push(c);
-        } else {
-            train_cases.push(c);
-        }
+        train_cases.push(c);
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -305,6 +257,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         lr_drop_factor: a.lr_drop_factor,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
+        val_every: a.val_every,
         augment: if a.no_augment {
             Augment {
                 flips: false,
@@ -333,7 +286,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         opts.optimizer,
         opts.seed,
     )?;
-    let summary = fit(engine, a, &opts, train_cases, &val_cases, patch)?;
+    let summary = fit(engine, a, &opts, train_cases, &val_cases)?;
     println!(
         "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
         summary.iterations,
@@ -341,7 +294,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         summary.iterations_per_second,
         summary.mean_wait_ms,
         summary.final_loss,
-        summary.best_score.map(|s| format!("; best validation recall {s:.3}")).unwrap_or_default(),
+        summary.best_score.map(|s| format!("; best validation AP {s:.3}")).unwrap_or_default(),
         summary.model.display()
     );
     Ok(())
@@ -352,21 +305,17 @@ fn fit(
     engine: Box<dyn delineate_model::engine::Engine>,
     a: &TrainArgs,
     opts: &TrainOptions,
-    train_cases: Vec<Case>,
-    val_cases: &[Case],
-    patch: [usize; 3],
+    train_cases: Vec<delineate_model::data::Case>,
+    val_cases: &[ValCase],
 ) -> Result<TrainSummary> {
     let bar = crate::progress::bar("training", "iterations");
     bar.set_length((a.epochs * a.iterations) as u64);
-    let save = a.out.join("validation");
-    let val = |net: &Network<Cpu>| {
-        Ok(validation_score(
-            net,
-            val_cases,
-            patch,
-            a.val_precision,
-            &save,
-        ))
+    let vopts = ValidationOptions {
+        target_fp_per_case: a.target_fp,
+        save: Some(a.out.join("validation")),
+    };
+    let val = |net: &Network<Cpu>, contract: &Contract| {
+        validate(net, &opts.network, contract, val_cases, &vopts)
     };
     let validate: Option<Validate> = if val_cases.is_empty() {
         None
@@ -385,9 +334,8 @@ fn fit(
             bar.set_message(format!("loss {:.4}", p.loss));
             if let Some(s) = p.score {
                 bar.println(format!(
-                    "epoch {}: validation recall at precision {:.2}: {s:.3}",
-                    p.epoch + 1,
-                    a.val_precision
+                    "epoch {}: validation average precision {s:.3}",
+                    p.epoch + 1
                 ));
             }
         },

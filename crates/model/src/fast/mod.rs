@@ -27,13 +27,14 @@ use rayon::prelude::*;
 use kernels::{conv3, down, gn_relu, up_add, Act};
 
 use crate::unet::{ResBlock, UNet};
+use crate::Error;
 
-fn values<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Vec<f32> {
+fn values<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Result<Vec<f32>, Error> {
     p.val()
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()
-        .unwrap_or_default()
+        .map_err(|e| Error::Input(format!("cannot read a weight tensor: {e:?}")))
 }
 
 struct Norm {
@@ -44,14 +45,24 @@ struct Norm {
 }
 
 impl Norm {
-    fn from<B: Backend>(n: &GroupNorm<B>) -> Self {
+    fn from<B: Backend>(n: &GroupNorm<B>) -> Result<Self, Error> {
         let c = n.num_channels;
-        Self {
-            gamma: n.gamma.as_ref().map(values).unwrap_or_else(|| vec![1.0; c]),
-            beta: n.beta.as_ref().map(values).unwrap_or_else(|| vec![0.0; c]),
+        Ok(Self {
+            gamma: n
+                .gamma
+                .as_ref()
+                .map(values)
+                .transpose()?
+                .unwrap_or_else(|| vec![1.0; c]),
+            beta: n
+                .beta
+                .as_ref()
+                .map(values)
+                .transpose()?
+                .unwrap_or_else(|| vec![0.0; c]),
             groups: n.num_groups,
             eps: n.epsilon,
-        }
+        })
     }
 }
 
@@ -66,10 +77,10 @@ struct Conv {
 impl Conv {
     /// 3×3×3 (or 2×2×2) convolution: burn's `[cout, cin, kz, ky, kx]` to
     /// `[tap][cin][cout]`.
-    fn from_conv<B: Backend>(c: &Conv3d<B>) -> Self {
+    fn from_conv<B: Backend>(c: &Conv3d<B>) -> Result<Self, Error> {
         let d = c.weight.val().dims();
         let (cout, cin, taps) = (d[0], d[1], d[2] * d[3] * d[4]);
-        let w = pack(&values(&c.weight), [cout, cin, taps], |co, ci, t| {
+        let w = pack(&values(&c.weight)?, [cout, cin, taps], |co, ci, t| {
             (t * cin + ci) * cout + co
         });
         Self::with_bias(w, c.bias.as_ref(), cin, cout)
@@ -77,10 +88,10 @@ impl Conv {
 
     /// Transposed 2×2×2: burn's `[cin, cout, kz, ky, kx]` to
     /// `[cin][tap·cout + co]`.
-    fn from_transposed<B: Backend>(c: &ConvTranspose3d<B>) -> Self {
+    fn from_transposed<B: Backend>(c: &ConvTranspose3d<B>) -> Result<Self, Error> {
         let d = c.weight.val().dims();
         let (cin, cout, taps) = (d[0], d[1], d[2] * d[3] * d[4]);
-        let w = pack(&values(&c.weight), [cin, cout, taps], |ci, co, t| {
+        let w = pack(&values(&c.weight)?, [cin, cout, taps], |ci, co, t| {
             ci * taps * cout + t * cout + co
         });
         Self::with_bias(w, c.bias.as_ref(), cin, cout)
@@ -91,9 +102,12 @@ impl Conv {
         bias: Option<&Param<Tensor<B, 1>>>,
         cin: usize,
         cout: usize,
-    ) -> Self {
-        let bias = bias.map(values).unwrap_or_else(|| vec![0.0; cout]);
-        Self { w, bias, cin, cout }
+    ) -> Result<Self, Error> {
+        let bias = bias
+            .map(values)
+            .transpose()?
+            .unwrap_or_else(|| vec![0.0; cout]);
+        Ok(Self { w, bias, cin, cout })
     }
 }
 
@@ -122,13 +136,13 @@ struct Block {
 }
 
 impl Block {
-    fn from<B: Backend>(b: &ResBlock<B>) -> Self {
-        Self {
-            norm1: Norm::from(&b.norm1),
-            conv1: Conv::from_conv(&b.conv1),
-            norm2: Norm::from(&b.norm2),
-            conv2: Conv::from_conv(&b.conv2),
-        }
+    fn from<B: Backend>(b: &ResBlock<B>) -> Result<Self, Error> {
+        Ok(Self {
+            norm1: Norm::from(&b.norm1)?,
+            conv1: Conv::from_conv(&b.conv1)?,
+            norm2: Norm::from(&b.norm2)?,
+            conv2: Conv::from_conv(&b.conv2)?,
+        })
     }
 
     /// x ← x + conv2(relu(norm2(conv1(relu(norm1(x)))))); `t` and `h` are
@@ -156,16 +170,32 @@ pub struct FastUNet {
 
 impl FastUNet {
     /// Packs the weights of a burn U-Net (any backend).
-    pub fn from_unet<B: Backend>(net: &UNet<B>) -> Self {
-        Self {
-            stem: Conv::from_conv(&net.stem),
-            encoders: net.encoders.iter().map(Block::from).collect(),
-            downs: net.downs.iter().map(Conv::from_conv).collect(),
-            ups: net.ups.iter().map(Conv::from_transposed).collect(),
-            decoders: net.decoders.iter().map(Block::from).collect(),
-            head_norm: Norm::from(&net.head_norm),
-            head: Conv::from_conv(&net.head),
-        }
+    pub fn from_unet<B: Backend>(net: &UNet<B>) -> Result<Self, Error> {
+        Ok(Self {
+            stem: Conv::from_conv(&net.stem)?,
+            encoders: net
+                .encoders
+                .iter()
+                .map(Block::from)
+                .collect::<Result<_, _>>()?,
+            downs: net
+                .downs
+                .iter()
+                .map(Conv::from_conv)
+                .collect::<Result<_, _>>()?,
+            ups: net
+                .ups
+                .iter()
+                .map(Conv::from_transposed)
+                .collect::<Result<_, _>>()?,
+            decoders: net
+                .decoders
+                .iter()
+                .map(Block::from)
+                .collect::<Result<_, _>>()?,
+            head_norm: Norm::from(&net.head_norm)?,
+            head: Conv::from_conv(&net.head)?,
+        })
     }
 
     /// Sizes must be multiples of this.
@@ -196,9 +226,15 @@ impl FastUNet {
 
     /// Sigmoid probabilities of a single-channel image (x-fastest, sizes
     /// multiples of [`Self::size_multiple`]), x-fastest.
-    pub fn predict(&self, image: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    pub fn predict(&self, image: &[f32], dims: [usize; 3]) -> Result<Vec<f32>, Error> {
         let [nx, ny, nz] = dims;
-        assert_eq!(image.len(), nx * ny * nz, "image size");
+        let m = self.size_multiple();
+        if image.len() != nx * ny * nz || dims.iter().any(|&d| d == 0 || d % m != 0) {
+            return Err(Error::Input(format!(
+                "a window of {} values for {dims:?} voxels (sizes must be multiples of {m})",
+                image.len()
+            )));
+        }
         let mut input = Act::zeros(1, dims);
         for z in 0..nz {
             for y in 0..ny {
@@ -236,7 +272,7 @@ impl FastUNet {
             self.decoders[l].forward(&mut x, t, h);
         }
         let t = scratch.swap_remove(0).0;
-        self.head_probabilities(&x, t)
+        Ok(self.head_probabilities(&x, t))
     }
 
     /// sigmoid(head(relu(head_norm(x)))) over the interior, x-fastest.

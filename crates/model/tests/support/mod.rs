@@ -48,7 +48,8 @@ pub fn tiny_dataset(dir: &std::path::Path, cases: usize) {
 }
 
 pub fn tiny_options(epochs: usize) -> delineate_model::trainer::TrainOptions {
-    use delineate_model::data::{Augment, Preprocessing};
+    use delineate_model::contract::Preprocessing;
+    use delineate_model::data::Augment;
     delineate_model::trainer::TrainOptions {
         network: delineate_model::network::NetworkConfig::new("unet3d", Some(vec![4, 8])).unwrap(),
         loss: delineate_model::train::LossKind::IwBce,
@@ -66,5 +67,6 @@ pub fn tiny_options(epochs: usize) -> delineate_model::trainer::TrainOptions {
         checkpoint_every: 3,
         augment: Augment::default(),
         preprocessing: Preprocessing::default(),
+        val_every: 1,
     }
 }
