@@ -245,10 +245,7 @@ fn a_one_voxel_thick_lesion_keeps_its_confidence_on_a_2mm_grid() {
     let l = lesions_on_model_grid(&p, 0.5, 0.0, &input).unwrap();
     assert_eq!(l.list.len(), 1);
     assert_eq!(l.list[0].max_probability, 0.9);
-    assert!(
-        l.labels.as_slice().iter().any(|&v| v == 1),
-        "lost on the input grid"
-    );
+    assert!(l.labels.as_slice().contains(&1), "lost on the input grid");
     // The old way: probabilities resampled first peak at half.
     let r = delineate_imaging::resample_linear(&p, &input, 0.0).unwrap();
     let peak = r.as_slice().iter().cloned().fold(0f32, f32::max);
