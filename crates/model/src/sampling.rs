@@ -9,6 +9,14 @@
 //!   patients are drawn in proportion to their lesion counts, which gives
 //!   every lesion the same chance. Otherwise uniform.
 //!
+//! - **Hard negatives** ([`Negatives`]): before any of the above, with
+//!   probability `lookalike` the patch is centred on a recorded look-alike
+//!   (`lookalikes.nii.gz` of `delineate synth`: a vessel or a sinus, plexus
+//!   or dura voxel, each class half the time when a case has both) of a
+//!   case drawn uniformly among those that have any. With Tumor Sampling
+//!   at p and look-alikes at h, a patch aims at a lesion with probability
+//!   (1 − h)·p, at a look-alike with h, anywhere with (1 − h)(1 − p).
+//!
 //! Patch corners are clamped so the patch lies inside the image when it
 //! fits; centres are returned too, for statistics.
 
@@ -25,12 +33,22 @@ pub enum Sampling {
     Tumor { p: f64 },
 }
 
-/// The lesions of one training case.
+/// Hard-negative sampling shares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Negatives {
+    /// Probability that a patch is centred on a recorded look-alike.
+    pub lookalike: f64,
+}
+
+/// The lesions (and look-alikes) of one training case.
 #[derive(Clone, Debug)]
 pub struct CaseLesions {
     pub size: [usize; 3],
     /// Linear voxel indices of each lesion (26-connected components).
     pub lesions: Vec<Vec<usize>>,
+    /// Linear voxel indices of look-alikes: vessels, and sinuses, plexus
+    /// and dura.
+    pub lookalikes: [Vec<usize>; 2],
 }
 
 impl CaseLesions {
@@ -45,6 +63,7 @@ impl CaseLesions {
         Self {
             size: truth.geometry().size,
             lesions,
+            lookalikes: [Vec::new(), Vec::new()],
         }
     }
 }
@@ -58,11 +77,16 @@ pub struct Draw {
     pub corner: [usize; 3],
     /// The lesion aimed at (case, lesion), when the draw targeted one.
     pub lesion: Option<(usize, usize)>,
+    /// The look-alike class aimed at (0 vessel, 1 structure), if any.
+    pub lookalike: Option<usize>,
 }
 
 pub struct PatchSampler {
     cases: Vec<CaseLesions>,
     sampling: Sampling,
+    negatives: Negatives,
+    /// Cases with any look-alike.
+    with_lookalikes: Vec<usize>,
     patch: [usize; 3],
     /// Every lesion of the dataset as (case, lesion).
     all_lesions: Vec<(usize, usize)>,
@@ -72,6 +96,18 @@ pub struct PatchSampler {
 
 impl PatchSampler {
     pub fn new(cases: Vec<CaseLesions>, sampling: Sampling, patch: [usize; 3]) -> Self {
+        Self::with_negatives(cases, sampling, Negatives::default(), patch)
+    }
+
+    pub fn with_negatives(
+        cases: Vec<CaseLesions>,
+        sampling: Sampling,
+        negatives: Negatives,
+        patch: [usize; 3],
+    ) -> Self {
+        let with_lookalikes = (0..cases.len())
+            .filter(|&c| cases[c].lookalikes.iter().any(|l| !l.is_empty()))
+            .collect();
         let mut all_lesions = Vec::new();
         let mut cumulative_voxels = Vec::new();
         let mut total = 0;
@@ -85,6 +121,8 @@ impl PatchSampler {
         Self {
             cases,
             sampling,
+            negatives,
+            with_lookalikes,
             patch,
             all_lesions,
             cumulative_voxels,
@@ -99,6 +137,20 @@ impl PatchSampler {
     pub fn draw(&self, rng: &mut ChaCha8Rng) -> Option<Draw> {
         if self.cases.is_empty() {
             return None;
+        }
+        let h = self.negatives.lookalike.clamp(0.0, 1.0);
+        if !self.with_lookalikes.is_empty() && h > 0.0 && rng.random_bool(h) {
+            let c = self.with_lookalikes[rng.random_range(0..self.with_lookalikes.len())];
+            let l = &self.cases[c].lookalikes;
+            let class = match (l[0].is_empty(), l[1].is_empty()) {
+                (false, false) => usize::from(rng.random_bool(0.5)),
+                (false, true) => 0,
+                _ => 1,
+            };
+            let v = l[class][rng.random_range(0..l[class].len())];
+            let mut d = self.around(c, v);
+            d.lookalike = Some(class);
+            return Some(d);
         }
         let targeted = match self.sampling {
             Sampling::Uniform => None,
@@ -128,6 +180,13 @@ impl PatchSampler {
                 (c, rng.random_range(0..n.max(1)))
             }
         };
+        let mut d = self.around(case, centre_lin);
+        d.lesion = targeted;
+        Some(d)
+    }
+
+    /// The patch centred on voxel `centre_lin` of `case`.
+    fn around(&self, case: usize, centre_lin: usize) -> Draw {
         let s = self.cases[case].size;
         let centre = [
             centre_lin % s[0],
@@ -139,11 +198,12 @@ impl PatchSampler {
             let hi = s[a].saturating_sub(self.patch[a]);
             centre[a].saturating_sub(half).min(hi)
         });
-        Some(Draw {
+        Draw {
             case,
             centre,
             corner,
-            lesion: targeted,
-        })
+            lesion: None,
+            lookalike: None,
+        }
     }
 }

@@ -32,7 +32,7 @@ use crate::engine::{Engine, EngineKind, HostBatch, OptimizerChoice};
 use crate::losses::inverse_weights;
 use crate::modelfile::{self, ModelInfo};
 use crate::network::{Network, NetworkConfig};
-use crate::sampling::{PatchSampler, Sampling};
+use crate::sampling::{Negatives, PatchSampler, Sampling};
 use crate::train::LossKind;
 use crate::Error;
 
@@ -67,6 +67,9 @@ pub struct TrainOptions {
     /// Validate every this many epochs (and after the last).
     #[serde(default = "one")]
     pub val_every: usize,
+    /// Hard-negative sampling.
+    #[serde(default)]
+    pub negatives: Negatives,
 }
 
 fn one() -> usize {
@@ -147,9 +150,10 @@ fn loader(
     let (tx, rx) = mpsc::sync_channel(PREFETCH);
     let o = opts.clone();
     std::thread::spawn(move || {
-        let sampler = PatchSampler::new(
+        let sampler = PatchSampler::with_negatives(
             cases.iter().map(|c| c.lesions.clone()).collect(),
             o.sampling,
+            o.negatives,
             o.patch,
         );
         let n: usize = o.patch.iter().product();
@@ -357,7 +361,8 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             ..opts.contract()
         },
         training: serde_json::json!({
-            "loss": opts.loss, "sampling": opts.sampling, "iterations": iterations,
+            "loss": opts.loss, "sampling": opts.sampling, "negatives": opts.negatives,
+            "iterations": iterations,
             "batch": opts.batch, "optimizer": opts.optimizer, "lr": opts.lr, "seed": opts.seed,
             "engine": opts.engine,
             "cases": cases.len(), "final_loss": loss,

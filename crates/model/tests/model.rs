@@ -217,7 +217,50 @@ fn case(size: [usize; 3], lesions: &[Vec<usize>]) -> CaseLesions {
     CaseLesions {
         size,
         lesions: lesions.to_vec(),
+        lookalikes: [Vec::new(), Vec::new()],
     }
+}
+
+/// Look-alike sampling puts its documented share of centres on recorded
+/// look-alikes (classes half and half where a case has both), the rest
+/// follow Tumor Sampling.
+#[test]
+fn lookalike_sampling_gives_the_documented_shares() {
+    use delineate_model::sampling::Negatives;
+    let mut with = case([40, 40, 40], &[vec![100]]);
+    with.lookalikes = [vec![7, 8, 9], (1000..1100).collect()];
+    let without = case([40, 40, 40], &[vec![30_000]]);
+    let s = PatchSampler::with_negatives(
+        vec![with.clone(), without],
+        Sampling::Tumor { p: 0.5 },
+        Negatives { lookalike: 0.3 },
+        [16, 16, 16],
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let n = 20_000;
+    let (mut looks, mut classes, mut lesions) = (0usize, [0usize; 2], 0usize);
+    for _ in 0..n {
+        let d = s.draw(&mut rng).unwrap();
+        if let Some(c) = d.lookalike {
+            looks += 1;
+            classes[c] += 1;
+            assert_eq!(d.case, 0, "only case 0 has look-alikes");
+            let lin = d.centre[0] + 40 * (d.centre[1] + 40 * d.centre[2]);
+            assert!(
+                with.lookalikes[c].contains(&lin),
+                "centre off the look-alike"
+            );
+        }
+        lesions += usize::from(d.lesion.is_some());
+    }
+    let f = |k: usize| k as f64 / n as f64;
+    assert!((f(looks) - 0.3).abs() < 0.015, "{looks}");
+    assert!(
+        (classes[0] as f64 / looks as f64 - 0.5).abs() < 0.03,
+        "{classes:?}"
+    );
+    // (1 − h)·p of the draws aim at a lesion.
+    assert!((f(lesions) - 0.7 * 0.5).abs() < 0.015, "{lesions}");
 }
 
 #[test]

@@ -11,9 +11,19 @@ use serde::Serialize;
 use crate::deform::CaseMap;
 use crate::lesions::Lesion;
 use crate::lookalikes::{index_box, Vessel};
-use crate::sample::{norm, sub, WorldToIndex, V3};
+use crate::randomise::{add_ghost, voxel_samples, wrap_around, Artefacts, Contrast, Plane};
+use crate::sample::{add, norm, sub, WorldToIndex, V3};
 use crate::shapes::occupancy;
 use crate::template::{Template, WM};
+
+/// Look-alike codes of [`Rendered::lookalikes`].
+pub const LOOKALIKE_VESSEL: u8 = 1;
+/// Venous sinuses, choroid plexus, dura and falx (the template's
+/// enhancement above [`LOOKALIKE_ENHANCEMENT`]).
+pub const LOOKALIKE_STRUCTURE: u8 = 2;
+/// Enhancement (white-matter units) above which a normal structure counts
+/// as a look-alike.
+pub const LOOKALIKE_ENHANCEMENT: f32 = 0.3;
 
 /// How the case was scanned.
 #[derive(Clone, Debug, Serialize)]
@@ -28,17 +38,14 @@ pub struct Acquisition {
     pub scanner_scale: f64,
     /// Enhancement gain of the normal structures (sinuses, plexus, dura).
     pub enhancement_gain: f64,
+    /// Tissue intensities (the template's own without randomisation).
+    pub contrast: Contrast,
+    pub artefacts: Artefacts,
 }
 
-/// A grid covering the box `lo..hi` (LPS mm): axial (rows L→R... as LPS
-/// identity) or sagittal (rows A→P, columns S→I, slices R→L).
-pub fn scanner_grid(lo: V3, hi: V3, spacing: [f64; 3], sagittal: bool) -> Geometry {
-    let dir = if sagittal {
-        // Columns are the grid axes: i → posterior, j → inferior, k → left.
-        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
-    } else {
-        Geometry::IDENTITY
-    };
+/// A grid covering the box `lo..hi` (LPS mm) with the slices of `plane`.
+pub fn scanner_grid(lo: V3, hi: V3, spacing: [f64; 3], plane: Plane) -> Geometry {
+    let dir = plane.direction();
     let axes: [V3; 3] = [0, 1, 2].map(|c| [dir[0][c], dir[1][c], dir[2][c]]);
     let center = [0, 1, 2].map(|a| (lo[a] + hi[a]) / 2.0);
     let ext = sub(hi, lo);
@@ -66,6 +73,9 @@ pub struct Rendered {
     pub image: Volume<u16>,
     pub truth: Volume<u16>,
     pub brain: Volume<u8>,
+    /// Where look-alikes are ([`LOOKALIKE_VESSEL`], [`LOOKALIKE_STRUCTURE`];
+    /// never on a lesion voxel).
+    pub lookalikes: Volume<u8>,
     /// Sum of partial-volume occupancy per lesion (voxels).
     pub occupancy: Vec<f64>,
     /// Mean noiseless intensity (white matter = 1) per lesion and of the
@@ -106,20 +116,35 @@ pub fn render(
         g: g.clone(),
     };
     let gain = acq.enhancement_gain as f32;
+    let contrast = &acq.contrast;
+    // Each voxel integrates the anatomy over its extent (thick slices).
+    let samples = voxel_samples(g.spacing, &axes);
+    let inv = 1.0 / samples.len() as f32;
     // 1. Anatomy, slice by slice.
     let mut img = vec![0.0f32; g.len()];
     let mut brain = vec![0u8; g.len()];
+    let mut looks = vec![0u8; g.len()];
     img.par_chunks_mut(nxy)
         .zip(brain.par_chunks_mut(nxy))
+        .zip(looks.par_chunks_mut(nxy))
         .enumerate()
-        .for_each(|(k, (im, br))| {
+        .for_each(|(k, ((im, br), lk))| {
             for j in 0..s[1] {
                 for i in 0..s[0] {
-                    let tp = map.to_template(ctx.world(i, j, k));
-                    let v =
-                        ctx.w2t.linear(&t.t1, tp, 0.0) + gain * ctx.w2t.linear(&t.enhance, tp, 0.0);
-                    im[i + j * s[0]] = v;
+                    let w = ctx.world(i, j, k);
+                    let mut v = 0.0f32;
+                    for off in &samples {
+                        let tp = map.to_template(add(w, *off));
+                        let b = ctx.w2t.linear(&t.brain_soft, tp, 0.0);
+                        v += contrast.map(t.class_means, ctx.w2t.linear(&t.t1, tp, 0.0), b)
+                            + gain * ctx.w2t.linear(&t.enhance, tp, 0.0);
+                    }
+                    let tp = map.to_template(w);
+                    im[i + j * s[0]] = v * inv;
                     br[i + j * s[0]] = u8::from(ctx.w2t.linear(&t.brain_soft, tp, 0.0) >= 0.5);
+                    if gain * ctx.w2t.linear(&t.enhance, tp, 0.0) >= LOOKALIKE_ENHANCEMENT {
+                        lk[i + j * s[0]] = LOOKALIKE_STRUCTURE;
+                    }
                 }
             }
         });
@@ -201,6 +226,7 @@ pub fn render(
                         let p = &mut img[i + j * s[0] + k * nxy];
                         *p = *p * (1.0 - occ as f32) + (occ * v.intensity) as f32;
                         if occ >= 0.5 {
+                            looks[i + j * s[0] + k * nxy] = LOOKALIKE_VESSEL;
                             vsum.0 += *p as f64;
                             vsum.1 += 1;
                         }
@@ -221,14 +247,16 @@ pub fn render(
         for k in a[2]..=b[2] {
             for j in a[1]..=b[1] {
                 for i in a[0]..=b[0] {
-                    let (occ, sd) = occupancy(&l.shape, ctx.world(i, j, k), &axes, g.spacing);
+                    let x = ctx.world(i, j, k);
+                    let (occ, sd) = occupancy(&l.shape, x, &axes, g.spacing);
                     let lin = i + j * s[0] + k * nxy;
                     if sd < best.0 && truth[lin] == 0 {
                         best = (sd, lin);
                     }
                     if occ > 0.0 {
                         let p = &mut img[lin];
-                        *p = *p * (1.0 - occ as f32) + (occ * l.profile.at(sd)) as f32;
+                        let tex = l.texture.as_ref().map_or(1.0, |t| t.factor(x));
+                        *p = *p * (1.0 - occ as f32) + (occ * l.profile.at(sd) * tex) as f32;
                         occupancy_sum[n] += occ;
                     }
                     if sd <= 0.0 && truth[lin] == 0 {
@@ -248,7 +276,29 @@ pub fn render(
         lesion_mean[n] = sum / cnt.max(1) as f64;
     }
 
-    // 5. Bias field, Rician noise, scanner scale; per slice, each slice with
+    for (l, &t) in looks.iter_mut().zip(&truth) {
+        if t > 0 {
+            *l = 0;
+        }
+    }
+    // 5. Artefacts of the acquisition, on the noiseless signal.
+    if let Some((axis, amp)) = acq.artefacts.ghost {
+        add_ghost(&mut img, s, axis, amp);
+    }
+    let mut g = g.clone();
+    if let Some((axis, frac)) = acq.artefacts.wrap {
+        let fold = (g.size[axis] as f64 * frac).round() as usize;
+        g.size = wrap_around(
+            &mut img,
+            &mut [&mut truth, &mut brain, &mut looks],
+            g.size,
+            axis,
+            fold,
+        );
+    }
+    let s = g.size;
+    let nxy = s[0] * s[1];
+    // 6. Bias field, Rician noise, scanner scale; per slice, each slice with
     // its own seeded stream so that the result does not depend on threads.
     let sigma = 1.0 / acq.snr.max(1e-3);
     let c = acq.bias;
@@ -286,6 +336,8 @@ pub fn render(
         truth: Volume::from_vec(geom.clone(), truth)
             .unwrap_or_else(|_| Volume::filled(geom.clone(), 0)),
         brain: Volume::from_vec(geom.clone(), brain)
+            .unwrap_or_else(|_| Volume::filled(geom.clone(), 0)),
+        lookalikes: Volume::from_vec(geom.clone(), looks)
             .unwrap_or_else(|_| Volume::filled(geom.clone(), 0)),
         occupancy: occupancy_sum,
         lesion_mean,

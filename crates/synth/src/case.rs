@@ -8,11 +8,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::acquire::{render, scanner_grid, Acquisition};
+use crate::acquire::{render, scanner_grid, Acquisition, LOOKALIKE_STRUCTURE, LOOKALIKE_VESSEL};
 use crate::deform::{CaseMap, DeformSummary};
-use crate::lesions::plan_lesions;
+use crate::lesions::{plan_lesions, Texture};
 use crate::lookalikes::random_vessels;
 use crate::params::{Kind, SynthParams};
+use crate::randomise::{draw_grid, Artefacts, Contrast, Plane};
 use crate::sample::{add, sub, WorldToIndex, V3};
 use crate::template::{Region, Template};
 
@@ -58,6 +59,8 @@ pub struct CaseRecord {
     /// Mean noiseless intensity of vessel voxels and of white matter.
     pub vessel_enhancement: f64,
     pub white_matter: f64,
+    /// Voxels of `lookalikes.nii.gz`: vessels, and sinuses/plexus/dura.
+    pub lookalike_voxels: [usize; 2],
     pub warnings: Vec<String>,
 }
 
@@ -65,6 +68,8 @@ pub struct SynthCase {
     pub image: Volume<u16>,
     pub truth: Volume<u16>,
     pub brain: Volume<u8>,
+    /// Where the look-alikes are (codes in [`crate::acquire`]).
+    pub lookalikes: Volume<u8>,
     pub record: CaseRecord,
 }
 
@@ -81,7 +86,7 @@ pub fn case_seed(seed: u64, index: usize) -> u64 {
 pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> SynthCase {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut map = CaseMap::random(&mut rng, &p.deform, t.center, t.head_min, t.head_max);
-    let plan = plan_lesions(&mut rng, p, t, &mut map);
+    let mut plan = plan_lesions(&mut rng, p, t, &mut map);
 
     // Look-alike vessels start on the case's brain surface.
     let w2t = WorldToIndex::new(t.brain_soft.geometry());
@@ -106,21 +111,60 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         x -= gs.weight.max(0.0);
     }
     let sagittal = rng.random_bool(p.sagittal_fraction.clamp(0.0, 1.0));
-    let (lo, hi) = case_head_box(t, &map);
-    let geom: Geometry = scanner_grid(lo, hi, grid.spacing, sagittal);
+    let (mut lo, mut hi) = case_head_box(t, &map);
     let bias_amp = rng.random_range(0.0..=p.bias.max(0.0)) / 2.0;
+    let snr = rng.random_range(p.snr[0]..=p.snr[1].max(p.snr[0]));
+    let bias = [0; 9].map(|_| rng.random_range(-1.0..=1.0) * bias_amp / 3.0);
+    let scanner_scale =
+        rng.random_range(p.scanner_scale[0]..=p.scanner_scale[1].max(p.scanner_scale[0]));
+    let enhancement_gain = rng.random_range(0.7..=1.1);
+    let mut plane = if sagittal {
+        Plane::Sagittal
+    } else {
+        Plane::Axial
+    };
+    let (mut spacing, mut grid_name) = (grid.spacing, grid.name.clone());
+    let (contrast, artefacts) = match &p.randomisation {
+        None => (Contrast::identity(t.class_means), Artefacts::default()),
+        Some(r) => {
+            if rng.random_bool(r.random_grid_fraction.clamp(0.0, 1.0)) {
+                let (sp, pl) = draw_grid(&mut rng, r);
+                spacing = sp;
+                plane = pl;
+                grid_name = format!("{:.2}x{:.2}x{:.2}", sp[0], sp[1], sp[2]);
+            }
+            let c = Contrast::draw(&mut rng, r);
+            let a = Artefacts::draw(&mut rng, r);
+            for l in &mut plan.lesions {
+                l.texture = Some(Texture::draw(&mut rng, r.lesion_texture));
+            }
+            if let Some((top, mm)) = a.fov_cut {
+                // z is superior in LPS.
+                if top {
+                    hi[2] -= mm;
+                } else {
+                    lo[2] += mm;
+                }
+            }
+            (c, a)
+        }
+    };
+    let geom: Geometry = scanner_grid(lo, hi, spacing, plane);
     let acq = Acquisition {
-        grid: grid.name.clone(),
-        orientation: if sagittal { "sagittal" } else { "axial" },
-        spacing_mm: grid.spacing,
-        snr: rng.random_range(p.snr[0]..=p.snr[1].max(p.snr[0])),
-        bias: [0; 9].map(|_| rng.random_range(-1.0..=1.0) * bias_amp / 3.0),
-        scanner_scale: rng
-            .random_range(p.scanner_scale[0]..=p.scanner_scale[1].max(p.scanner_scale[0])),
-        enhancement_gain: rng.random_range(0.7..=1.1),
+        grid: grid_name,
+        orientation: plane.name(),
+        spacing_mm: spacing,
+        snr,
+        bias,
+        scanner_scale,
+        enhancement_gain,
+        contrast,
+        artefacts,
     };
     let noise_seed: u64 = rng.random();
     let r = render(t, &map, &plan.lesions, &vessels, &geom, &acq, noise_seed);
+    // Wrap-around may have cropped the grid.
+    let geom = r.image.geometry().clone();
 
     // The list comes from the truth mask itself.
     let vv = voxel_volume_mm3(&geom);
@@ -181,12 +225,15 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         vessels: vessels.len(),
         vessel_enhancement: round3(r.vessel_mean),
         white_matter: round3(r.wm_mean),
+        lookalike_voxels: [LOOKALIKE_VESSEL, LOOKALIKE_STRUCTURE]
+            .map(|c| r.lookalikes.as_slice().iter().filter(|&&v| v == c).count()),
         warnings,
     };
     SynthCase {
         image: r.image,
         truth: r.truth,
         brain: r.brain,
+        lookalikes: r.lookalikes,
         record,
     }
 }

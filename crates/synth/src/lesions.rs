@@ -64,6 +64,53 @@ pub struct Oedema {
     pub strength: f64,
 }
 
+/// Heterogeneous enhancement: the profile's intensity times `1 + a·n(x)`,
+/// n a smooth random field (a sum of plane waves of 2.5–8 mm wavelength,
+/// variance 1), so that a lesion is not a uniform disk.
+#[derive(Clone, Debug, Serialize)]
+pub struct Texture {
+    pub amplitude: f64,
+    /// (unit direction, wave number rad/mm, phase).
+    pub waves: Vec<(V3, f64, f64)>,
+}
+
+impl Texture {
+    pub fn draw(rng: &mut ChaCha8Rng, amplitude: [f64; 2]) -> Self {
+        let a = if amplitude[1] > amplitude[0] {
+            rng.random_range(amplitude[0]..=amplitude[1])
+        } else {
+            amplitude[0]
+        };
+        let waves = (0..6)
+            .map(|_| {
+                let d = normalize([0; 3].map(|_| rng.random_range(-1.0..1.0)));
+                let wavelength: f64 = rng.random_range(2.5..8.0);
+                (
+                    d,
+                    2.0 * std::f64::consts::PI / wavelength,
+                    rng.random_range(0.0..std::f64::consts::TAU),
+                )
+            })
+            .collect();
+        Self {
+            amplitude: a,
+            waves,
+        }
+    }
+
+    /// The intensity factor at `x` (never below 0.3).
+    pub fn factor(&self, x: V3) -> f64 {
+        let n = self.waves.len().max(1) as f64;
+        let v: f64 = self
+            .waves
+            .iter()
+            .map(|(d, k, ph)| (k * dot(*d, x) + ph).sin())
+            .sum::<f64>()
+            * (2.0 / n).sqrt();
+        (1.0 + self.amplitude * v).max(0.3)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Lesion {
     pub kind: Kind,
@@ -74,6 +121,8 @@ pub struct Lesion {
     pub profile: Profile,
     pub oedema: Option<Oedema>,
     pub tail: Option<Tail>,
+    /// Heterogeneous enhancement (domain randomisation only).
+    pub texture: Option<Texture>,
 }
 
 /// The lesions of one case, and what was asked for.
@@ -317,6 +366,7 @@ fn place_met(
             profile,
             oedema,
             tail: None,
+            texture: None,
         });
     }
     None
@@ -386,6 +436,7 @@ fn place_meningioma(
         profile: Profile::solid(rng.random_range(1.5..2.0)),
         oedema: None,
         tail: Some(tail),
+        texture: None,
     };
     (lesion, c, height * 0.85, n)
 }
@@ -439,6 +490,7 @@ fn place_schwannoma(
         profile,
         oedema: None,
         tail: None,
+        texture: None,
     };
     (lesion, mass_c, mass_r)
 }

@@ -12,6 +12,7 @@
 //! enhances) → [`acquire`] (the scanner) → [`output`] and [`preview`].
 
 pub mod acquire;
+pub mod backgrounds;
 pub mod case;
 pub mod deform;
 pub mod lesions;
@@ -20,6 +21,7 @@ pub mod output;
 pub mod params;
 mod phantom;
 pub mod preview;
+pub mod randomise;
 pub mod sample;
 pub mod shapes;
 pub mod template;

@@ -78,6 +78,10 @@ pub struct SynthParams {
     /// Scanner value of white matter, uniform in this range (stored as u16).
     pub scanner_scale: [f64; 2],
     pub deform: DeformParams,
+    /// Domain randomisation (contrast, resolution, artefacts); `None`
+    /// renders the template's own contrast on the named grids.
+    #[serde(default)]
+    pub randomisation: Option<crate::randomise::Randomisation>,
 }
 
 impl Default for SynthParams {
@@ -116,6 +120,7 @@ impl Default for SynthParams {
             bias: 0.3,
             scanner_scale: [300.0, 2000.0],
             deform: DeformParams::default(),
+            randomisation: None,
         }
     }
 }

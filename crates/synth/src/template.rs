@@ -126,6 +126,9 @@ pub struct Template {
     pub procedural: bool,
     /// T1 intensity scaled so that mean white matter is 1.
     pub t1: Volume<f32>,
+    /// Mean CSF, GM and WM intensity of `t1` (k-means inside the brain; WM
+    /// = 1): what domain randomisation remaps.
+    pub class_means: [f32; 3],
     /// Tissue code per voxel ([`CSF`], [`GM`], ...).
     pub tissue: Volume<u8>,
     /// Brain mask blurred to a smooth 0–1 field (0.5 is the brain surface).
@@ -233,6 +236,7 @@ impl Template {
             .collect();
         let means = kmeans3(&values);
         let wm_mean = means[2].max(f32::MIN_POSITIVE);
+        let class_means = means.map(|m| m / wm_mean);
         let t1n = t1.map(|&v| v / wm_mean);
         let cuts = [
             (means[0] + means[1]) / 2.0 / wm_mean,
@@ -342,6 +346,7 @@ impl Template {
             name: name.to_string(),
             procedural: false,
             t1: t1n,
+            class_means,
             tissue,
             brain_soft,
             hull_soft,

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use delineate_synth::{
-    case_seed, generate_case, output::write_json, preview::write_preview, write_case, GridSpec,
-    Kind, Manifest, MetCount, SynthParams, Template, TemplateSource,
+    backgrounds, case_seed, generate_case, output::write_json, preview::write_preview,
+    randomise::Randomisation, write_case, GridSpec, Kind, Manifest, MetCount, SynthParams,
+    Template, TemplateSource,
 };
 use rayon::prelude::*;
 
@@ -19,7 +20,17 @@ use rayon::prelude::*;
 /// Rician noise. Without Colin27 a procedural head phantom stands in (with
 /// a warning).
 ///
-/// Writes DIR/case_NNN/{image,truth,brain}.nii.gz and lesions.json, with
+/// --background draws cases on other real brains too (colin27, oasis, itk;
+/// `all` = every one installed; mni152 is the held-out test background and
+/// is never used for training). --randomise adds SynthSeg-style domain
+/// randomisation: random tissue contrast, random grids from 0.45 mm
+/// in-plane to 6.5 mm slices (axial, sagittal, coronal) with slice-profile
+/// averaging, Nyquist ghosts, wrap-around and field-of-view cuts
+/// (docs/synth.md).
+///
+/// Writes DIR/case_NNN/{image,truth,brain,lookalikes}.nii.gz and
+/// lesions.json (lookalikes: 1 = vessel, 2 = sinus, plexus or dura; for
+/// hard-negative sampling in training), with
 /// --dicom a DICOM MR series and the truth RTSTRUCT, with --preview a PNG
 /// montage per case in DIR/preview/, and DIR/manifest.json last. The same
 /// --seed and version give byte-identical NIfTI and JSON files.
@@ -42,6 +53,14 @@ pub struct SynthArgs {
     /// Use the procedural head phantom.
     #[arg(long)]
     pub phantom: bool,
+    /// Background brains, comma-separated: colin27, oasis, itk, mni152
+    /// (test only), or all (every installed training background). Each case
+    /// gets one, by its seed.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["template", "phantom"])]
+    pub background: Vec<String>,
+    /// Domain randomisation: contrast, resolution, artefacts.
+    #[arg(long)]
+    pub randomise: bool,
     /// Lesion kinds: met, men, schw (comma-separated).
     #[arg(long, default_value = "met,men,schw", value_delimiter = ',')]
     pub kinds: Vec<String>,
@@ -148,7 +167,55 @@ pub fn params(a: &SynthArgs) -> Result<SynthParams> {
         }
         p.grids = grids;
     }
+    if a.randomise {
+        p.randomisation = Some(Randomisation::default());
+    }
     Ok(p)
+}
+
+/// The anatomy sources a run draws from, with their names (None: the
+/// template's own).
+fn sources(a: &SynthArgs) -> Result<Vec<(Option<String>, TemplateSource)>> {
+    if a.phantom {
+        return Ok(vec![(None, TemplateSource::Phantom)]);
+    }
+    if let Some(t) = &a.template {
+        return Ok(vec![(
+            None,
+            TemplateSource::File {
+                t1: t.clone(),
+                brain: a.brain_mask.clone(),
+            },
+        )]);
+    }
+    if a.background.is_empty() {
+        return Ok(vec![(None, TemplateSource::Default)]);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for b in &a.background {
+        if b == "all" {
+            names.extend(
+                backgrounds::installed_training()
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+        } else {
+            names.push(b.clone());
+        }
+    }
+    names.dedup();
+    names
+        .iter()
+        .map(|n| {
+            backgrounds::source(n).map(|s| (Some(n.clone()), s)).with_context(|| {
+                format!(
+                    "--background {n}: not installed or unknown (known: {}, {}; ./setup.sh installs them)",
+                    backgrounds::TRAINING.join(", "),
+                    backgrounds::TEST_ONLY
+                )
+            })
+        })
+        .collect()
 }
 
 pub fn run(a: &SynthArgs) -> Result<()> {
@@ -157,26 +224,29 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         bail!("--cases: must be at least 1");
     }
     crate::input::fresh_output_dir(&a.out)?;
-    let source = if a.phantom {
-        TemplateSource::Phantom
-    } else if let Some(t) = &a.template {
-        TemplateSource::File {
-            t1: t.clone(),
-            brain: a.brain_mask.clone(),
-        }
-    } else {
-        TemplateSource::Default
-    };
     let t0 = Instant::now();
-    let (template, warning) = Template::load(&source)?;
-    if let Some(w) = warning {
-        eprintln!("warning: {w}");
+    let mut templates = Vec::new();
+    for (name, source) in sources(a)? {
+        let (mut template, warning) = Template::load(&source)?;
+        if let Some(n) = name {
+            template.name = n;
+        }
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        tracing::info!(
+            "template {} prepared in {:.1} s",
+            template.name,
+            t0.elapsed().as_secs_f64()
+        );
+        templates.push(template);
     }
-    tracing::info!(
-        "template {} prepared in {:.1} s",
-        template.name,
-        t0.elapsed().as_secs_f64()
-    );
+    if a.background.iter().any(|b| b == backgrounds::TEST_ONLY) {
+        eprintln!(
+            "note: {} is the held-out test background: do not train on these cases",
+            backgrounds::TEST_ONLY
+        );
+    }
     if a.preview {
         std::fs::create_dir_all(a.out.join("preview"))?;
     }
@@ -188,7 +258,9 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         .par_iter()
         .enumerate()
         .map(|(i, name)| {
-            let case = generate_case(&template, &p, name, case_seed(a.seed, i));
+            let seed = case_seed(a.seed, i);
+            let template = &templates[(seed % templates.len() as u64) as usize];
+            let case = generate_case(template, &p, name, seed);
             write_case(&a.out, &case, a.dicom)?;
             if a.preview {
                 write_preview(&a.out.join("preview").join(format!("{name}.png")), &case)?;
@@ -209,14 +281,19 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         generator: "delineate synth",
         version: delineate_synth::VERSION,
         seed: a.seed,
-        template: template.name.clone(),
-        procedural_template: template.procedural,
+        template: templates
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>()
+            .join(","),
+        procedural_template: templates.iter().any(|t| t.procedural),
         cases: names,
         params: p,
         files: vec![
             "image.nii.gz",
             "truth.nii.gz",
             "brain.nii.gz",
+            "lookalikes.nii.gz",
             "lesions.json",
         ],
     };

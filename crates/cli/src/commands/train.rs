@@ -66,6 +66,11 @@ pub struct TrainArgs {
     /// Probability that a patch is centred on a lesion (tumor and fg sampling).
     #[arg(long, default_value_t = 0.5)]
     pub lesion_p: f64,
+    /// Probability that a patch is centred on a recorded look-alike
+    /// (vessel, sinus, plexus, dura: CASE/lookalikes.nii.gz from `delineate
+    /// synth`), before lesion sampling: hard negatives.
+    #[arg(long, default_value_t = 0.0)]
+    pub lookalike_p: f64,
     /// Patch size in voxels (x,y,z): multiples of 2^(levels-1) for U-Net and
     /// V-Net, of 3 for DeepMedic.
     #[arg(long, default_value = "64,64,64", value_delimiter = ',')]
@@ -160,6 +165,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     if a.target_fp.is_nan() || a.target_fp < 0.0 || a.val_every == 0 {
         bail!("--target-fp must be ≥ 0 and --val-every ≥ 1");
+    }
+    if !(0.0..=1.0).contains(&a.lookalike_p) || !(0.0..=1.0).contains(&a.lesion_p) {
+        bail!("--lookalike-p and --lesion-p must lie in 0-1");
     }
     let folders = case_folders(&a.data)?;
     // Patient-wise split: shuffle names with the seed, fold k of K held out.
@@ -258,6 +266,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         val_every: a.val_every,
+        negatives: delineate_model::sampling::Negatives {
+            lookalike: a.lookalike_p,
+        },
         augment: if a.no_augment {
             Augment {
                 flips: false,

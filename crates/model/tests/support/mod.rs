@@ -68,5 +68,6 @@ pub fn tiny_options(epochs: usize) -> delineate_model::trainer::TrainOptions {
         augment: Augment::default(),
         preprocessing: Preprocessing::default(),
         val_every: 1,
+        negatives: Default::default(),
     }
 }
