@@ -150,7 +150,7 @@ def main():
             out = os.path.join(work, f"report{i}")
             t0 = time.perf_counter()
             subprocess.run([a.delineate, "evaluate", "--pred", os.path.join(work, "pred"), "--truth",
-                            os.path.join(work, "truth"), "--out", out, "--bootstrap", "0"], check=True,
+                            os.path.join(work, "truth"), "--out", out, "--bootstrap", "none"], check=True,
                            stdout=subprocess.DEVNULL)
             t_ours.append(time.perf_counter() - t0)
         t0 = time.perf_counter()

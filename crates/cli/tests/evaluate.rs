@@ -51,7 +51,11 @@ fn agrees_with_picai_eval() {
             &s(&root.join(r)),
             "--thresholds",
             "unique",
-            "--bootstrap",
+            // picai-eval's conformance is a property of delineate's rules
+            // (the paper's have their own conformance test).
+            "--rules",
+            "delineate",
+            "--bootstrap-iterations",
             "20",
         ]);
     }

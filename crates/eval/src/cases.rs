@@ -64,7 +64,10 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
 }
 
 /// Prediction files by case name.
-pub fn discover_predictions(dir: &Path) -> Result<BTreeMap<String, PathBuf>, Error> {
+pub fn discover_predictions(
+    dir: &Path,
+    score: crate::Score,
+) -> Result<BTreeMap<String, PathBuf>, Error> {
     let mut out = BTreeMap::new();
     for (name, p) in entries(dir)? {
         if p.is_file() {
@@ -72,7 +75,10 @@ pub fn discover_predictions(dir: &Path) -> Result<BTreeMap<String, PathBuf>, Err
                 out.insert(stem.to_string(), p.clone());
             }
         } else if p.is_dir() {
-            if let Some(f) = PRED_NAMES.iter().map(|n| p.join(n)).find(|f| f.is_file()) {
+            // A `delineate segment` output: what it delivered, by default.
+            if score == crate::Score::Delivered && is_segment_output(&p) {
+                out.insert(name, p);
+            } else if let Some(f) = PRED_NAMES.iter().map(|n| p.join(n)).find(|f| f.is_file()) {
                 out.insert(name, f);
             }
         }
@@ -133,9 +139,69 @@ pub fn discover_truth(dir: &Path) -> Result<BTreeMap<String, TruthSource>, Error
     Ok(out)
 }
 
+/// A folder written by `delineate segment`: its delivered lesion mask and
+/// their list.
+fn is_segment_output(p: &Path) -> bool {
+    p.join("mask.nii.gz").is_file() && p.join("lesions.json").is_file()
+}
+
+/// The delivered lesions of a `delineate segment` output folder: the mask
+/// (label n = lesion n) with each lesion's confidence from lesions.json.
+fn load_segment_output(dir: &Path) -> Result<Prediction, Error> {
+    let (vol, _) = read_nifti_any(&dir.join("mask.nii.gz"))?;
+    let labels = vol.to_labels().map_err(|bad| {
+        Error::Input(format!(
+            "{}: a lesion mask must hold non-negative integers; found {bad}",
+            dir.join("mask.nii.gz").display()
+        ))
+    })?;
+    let path = dir.join("lesions.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    #[derive(serde::Deserialize)]
+    struct L {
+        id: u32,
+        max_probability: f64,
+    }
+    #[derive(serde::Deserialize)]
+    struct F {
+        lesions: Vec<L>,
+    }
+    let f: F = serde_json::from_str(&text).map_err(|e| {
+        Error::Input(format!(
+            "{}: not a delineate segment lesion list: {e}",
+            path.display()
+        ))
+    })?;
+    let n = f.lesions.iter().map(|l| l.id).max().unwrap_or(0) as usize;
+    let mut confidence = vec![0.0; n];
+    for l in &f.lesions {
+        if l.id == 0 || !(0.0..=1.0).contains(&l.max_probability) {
+            return Err(Error::Input(format!(
+                "{}: lesion {} has confidence {}",
+                path.display(),
+                l.id,
+                l.max_probability
+            )));
+        }
+        confidence[l.id as usize - 1] = l.max_probability;
+    }
+    if let Some(&bad) = labels.as_slice().iter().find(|&&l| l as usize > n) {
+        return Err(Error::Input(format!(
+            "{}: label {bad} is not in lesions.json",
+            dir.join("mask.nii.gz").display()
+        )));
+    }
+    Ok(Prediction::Lesions { labels, confidence })
+}
+
 /// Reads a prediction: probabilities (float, all in [0, 1]) or labels
-/// (non-negative integers, in any type).
+/// (non-negative integers, in any type), or a `delineate segment` output
+/// folder (its delivered lesions and their confidences).
 pub fn load_prediction(path: &Path) -> Result<Prediction, Error> {
+    if path.is_dir() {
+        return load_segment_output(path);
+    }
     let (vol, _) = read_nifti_any(path)?;
     let p = match vol {
         AnyVolume::Float32(v) => v,

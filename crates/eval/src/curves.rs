@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::matching::CaseResult;
+use crate::matching::{CaseResult, Rules};
 
 /// False positives per case at which sensitivity is reported.
 pub const FP_RATES: [f64; 7] = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
@@ -135,14 +135,27 @@ pub fn summarize(
             let hits: usize = sel.iter().map(|c| c.hits(tau)).sum();
             let fp: usize = sel.iter().map(|c| c.false_positives(tau)).sum();
             let td: usize = sel.iter().map(|c| c.true_detections(tau)).sum();
+            let paper = sel.first().is_some_and(|c| c.rules == Rules::Paper);
             Point {
                 threshold: tau,
                 recall: if lesions > 0 {
                     hits as f64 / lesions as f64
+                } else if paper {
+                    1.0
                 } else {
                     f64::NAN
                 },
-                precision: (td + fp > 0).then(|| td as f64 / (td + fp) as f64),
+                // Paper: lesions hit / (lesions hit + FP), 1 when both are
+                // 0 (dpipe's `fraction`); delineate: over components.
+                precision: if paper {
+                    Some(if hits + fp > 0 {
+                        hits as f64 / (hits + fp) as f64
+                    } else {
+                        1.0
+                    })
+                } else {
+                    (td + fp > 0).then(|| td as f64 / (td + fp) as f64)
+                },
                 fp_per_case: fp as f64 / n_cases,
                 hits,
                 false_positives: fp,

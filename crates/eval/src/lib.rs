@@ -49,9 +49,24 @@ pub enum Thresholds {
     Unique,
 }
 
+/// What is scored in a `delineate segment` output folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Score {
+    /// The delivered lesions (`mask.nii.gz`) with their confidences
+    /// (`lesions.json`): what reaches the planning system.
+    #[default]
+    Delivered,
+    /// `probability.nii.gz`, with components formed at the component
+    /// threshold.
+    Probability,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalOptions {
     pub matching: MatchOptions,
+    #[serde(default)]
+    pub score: Score,
     pub thresholds: Thresholds,
     /// Bucket edges by equivalent diameter (mm).
     pub size_edges: Vec<f64>,
@@ -64,6 +79,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         Self {
             matching: MatchOptions::default(),
+            score: Score::Delivered,
             thresholds: Thresholds::Sigmoid,
             size_edges: vec![5.0, 10.0, 20.0],
             bootstrap: BootstrapOptions::default(),
@@ -108,7 +124,7 @@ pub fn evaluate(
     let truth = cases::discover_truth(truth_dir)?;
     let preds: Vec<BTreeMap<String, PathBuf>> = experiments
         .iter()
-        .map(|(_, d)| cases::discover_predictions(d))
+        .map(|(_, d)| cases::discover_predictions(d, opts.score))
         .collect::<Result<_, _>>()?;
     let mut skipped: Vec<Vec<Skipped>> = vec![Vec::new(); experiments.len()];
     let mut problems = Vec::new();

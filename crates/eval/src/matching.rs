@@ -1,7 +1,21 @@
 //! Lesion-wise matching of one case: truth lesions against predicted
-//! components.
+//! components, under one of two rule sets ([`Rules`]).
 //!
-//! Definitions (defaults follow the paper and the authors' public code):
+//! **`paper`** (the default) is the authors' `iw/metric.py`
+//! (`prc_records` and `get_prc`, neuro-ml/inverse_weighting) exactly:
+//! truth lesions are the 26-connected components of the *binary* truth;
+//! predicted lesions the 26-connected components of probability > 0.5,
+//! each with its maximum probability as confidence; for each truth lesion
+//! the overlapping component with the best Dice is *its* component (first
+//! by component order on ties): the lesion is hit at threshold τ when that
+//! Dice is > 0 and that component's confidence is ≥ τ; a component
+//! overlapping no lesion is a false positive at τ when its confidence is
+//! **> τ**; precision = lesions hit / (lesions hit + false positives),
+//! pooled over cases, 1 when both are 0 (dpipe's `fraction`).
+//!
+//! **`delineate`** (this project's earlier rules), as below.
+//!
+//! Definitions of `delineate` (and what both share):
 //! - a truth lesion is a connected component of the truth mask; voxels of
 //!   different instance labels never join, so touching lesions with their
 //!   own labels stay apart;
@@ -48,6 +62,18 @@ pub enum Criterion {
     Iou,
 }
 
+/// Which rule set scores a case (module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rules {
+    /// The authors' `iw/metric.py`.
+    #[default]
+    Paper,
+    /// Instances kept apart; hit confidence = the most confident matching
+    /// component; FP at confidence ≥ τ; precision over components.
+    Delineate,
+}
+
 /// Matching options.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MatchOptions {
@@ -57,6 +83,8 @@ pub struct MatchOptions {
     pub hit_threshold: f64,
     /// Probability above which voxels form predicted components.
     pub component_threshold: f64,
+    #[serde(default)]
+    pub rules: Rules,
 }
 
 impl Default for MatchOptions {
@@ -66,6 +94,7 @@ impl Default for MatchOptions {
             criterion: Criterion::Dice,
             hit_threshold: 0.0,
             component_threshold: 0.5,
+            rules: Rules::Paper,
         }
     }
 }
@@ -118,6 +147,9 @@ pub struct CaseResult {
     pub case: String,
     pub truth: Vec<TruthLesion>,
     pub preds: Vec<PredLesion>,
+    /// The rules it was matched under (they decide how it is counted).
+    #[serde(default)]
+    pub rules: Rules,
 }
 
 impl CaseResult {
@@ -128,11 +160,15 @@ impl CaseResult {
             .filter(|t| t.hit_confidence.is_some_and(|c| c >= tau))
             .count()
     }
-    /// False-positive components with confidence ≥ `tau`.
+    /// False-positive components at `tau`: confidence > τ under the
+    /// paper's rules, ≥ τ under delineate's.
     pub fn false_positives(&self, tau: f64) -> usize {
+        let paper = self.rules == Rules::Paper;
         self.preds
             .iter()
-            .filter(|p| p.matches.is_empty() && p.confidence >= tau)
+            .filter(|p| {
+                p.matches.is_empty() && (p.confidence > tau || (!paper && p.confidence >= tau))
+            })
             .count()
     }
     /// Components with confidence ≥ `tau` that match a lesion.
@@ -174,7 +210,8 @@ pub fn match_case(
     let conn = opts.connectivity();
     let g = truth.geometry();
     let vv = voxel_volume_mm3(g);
-    let tc = label_components(truth, conn, |&v| v > 0, true);
+    // The paper's truth lesions are components of the binary truth.
+    let tc = label_components(truth, conn, |&v| v > 0, opts.rules == Rules::Delineate);
     let (pc, conf): (_, Vec<f64>) = match pred {
         Prediction::Probability(p) => {
             let thr = opts.component_threshold as f32;
@@ -256,6 +293,8 @@ pub fn match_case(
         .collect();
     let mut pairs: Vec<_> = overlap.into_iter().collect();
     pairs.sort_unstable();
+    // Paper: each lesion's best-Dice component (first on ties) decides.
+    let mut best: Vec<Option<(f64, u32)>> = vec![None; truth_out.len()];
     for ((t, p), n) in pairs {
         let (a, b) = (tsize[t as usize - 1] as f64, psize[p as usize - 1] as f64);
         let n = n as f64;
@@ -270,13 +309,29 @@ pub fn match_case(
         };
         if crit > opts.hit_threshold {
             let c = conf[p as usize - 1];
-            tl.hit_confidence = Some(tl.hit_confidence.map_or(c, |h: f64| h.max(c)));
+            if opts.rules == Rules::Delineate {
+                tl.hit_confidence = Some(tl.hit_confidence.map_or(c, |h: f64| h.max(c)));
+            }
             preds_out[p as usize - 1].matches.push(t);
+        }
+        let b = &mut best[t as usize - 1];
+        if b.is_none_or(|(d, _)| crit > d) {
+            *b = Some((crit, p));
+        }
+    }
+    if opts.rules == Rules::Paper {
+        for (tl, b) in truth_out.iter_mut().zip(&best) {
+            if let Some((crit, p)) = *b {
+                if crit > opts.hit_threshold {
+                    tl.hit_confidence = Some(conf[p as usize - 1]);
+                }
+            }
         }
     }
     CaseResult {
         case: case.to_string(),
         truth: truth_out,
         preds: preds_out,
+        rules: opts.rules,
     }
 }

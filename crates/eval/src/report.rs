@@ -167,27 +167,23 @@ pub fn write_reports(
 fn markdown(experiments: &[Experiment], opts: &EvalOptions) -> String {
     let mut s = String::from("# Lesion-wise evaluation\n\n");
     let b = &opts.bootstrap;
-    let scheme = match b.resampling {
-        crate::Resampling::Subsample { fraction } => {
-            format!(
-                "{} iterations of {:.0} % of the patients without replacement",
-                b.iterations,
-                fraction * 100.0
-            )
-        }
-        crate::Resampling::WithReplacement => {
-            format!("{} iterations with replacement", b.iterations)
-        }
+    let rules = match opts.matching.rules {
+        crate::matching::Rules::Paper => "the authors' rules (iw/metric.py: best-Dice component's confidence; precision = hits / (hits + FP))",
+        crate::matching::Rules::Delineate => "delineate's rules (most confident matching component; precision over components)",
+    };
+    let scored = match opts.score {
+        crate::Score::Delivered => "segment outputs scored by their delivered lesions",
+        crate::Score::Probability => "segment outputs scored by their probability maps",
     };
     let _ = writeln!(
         s,
-        "Lesions: {}-connected components; predicted components at probability > {}; a lesion is hit when a component's {:?} is > {}. \
-         Intervals: {:.0} % bootstrap ({scheme}, seed {}).\n",
+        "Rules: {rules}; {scored}. Lesions: {}-connected components; predicted components at probability > {}; a lesion is hit when a component's {:?} is > {}. \
+         Intervals: {} (seed {}).\n",
         opts.matching.connectivity,
         opts.matching.component_threshold,
         opts.matching.criterion,
         opts.matching.hit_threshold,
-        b.level * 100.0,
+        if b.iterations == 0 { "none".to_string() } else { b.describe() },
         b.seed
     );
     s.push_str("| experiment | cases | lesions | AP | recall | FP/case | recall at ≤ 1 FP/case | median Dice (hit) |\n|---|---|---|---|---|---|---|---|\n");

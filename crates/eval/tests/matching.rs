@@ -48,6 +48,15 @@ fn probs(list: &[([usize; 3], [usize; 3], f32)]) -> Prediction {
     Prediction::Probability(v)
 }
 
+/// These tests pin the `delineate` rules (the paper's have their own file
+/// and a conformance test against the authors' code).
+fn delineate() -> MatchOptions {
+    MatchOptions {
+        rules: delineate_eval::matching::Rules::Delineate,
+        ..MatchOptions::default()
+    }
+}
+
 fn run(truth: &Volume<u32>, pred: &Prediction, opts: &MatchOptions) -> CaseResult {
     match_case("c", truth, pred, &HashMap::new(), opts)
 }
@@ -57,7 +66,7 @@ fn one_lesion_split_in_two_predictions_is_one_hit_and_no_false_positive() {
     // Truth 4×4×4 = 64 voxels; two predictions of 4×2×4 = 32 each.
     let t = boxes(&[([2, 2, 2], [6, 6, 6], 1)]);
     let p = probs(&[([2, 2, 2], [6, 4, 6], 0.9), ([2, 5, 2], [6, 7, 6], 0.7)]);
-    let r = run(&t, &p, &MatchOptions::default());
+    let r = run(&t, &p, &delineate());
     assert_eq!(r.truth.len(), 1);
     assert_eq!(r.preds.len(), 2);
     assert_eq!(r.hits(0.5), 1);
@@ -74,7 +83,7 @@ fn one_lesion_split_in_two_predictions_is_one_hit_and_no_false_positive() {
 fn two_lesions_merged_by_one_prediction_are_both_hit() {
     let t = boxes(&[([2, 2, 2], [5, 5, 5], 1), ([8, 2, 2], [11, 5, 5], 2)]);
     let p = probs(&[([2, 2, 2], [11, 5, 5], 0.8)]);
-    let r = run(&t, &p, &MatchOptions::default());
+    let r = run(&t, &p, &delineate());
     assert_eq!(r.truth.len(), 2);
     assert_eq!(r.hits(0.5), 2);
     assert_eq!(r.false_positives(0.5), 0);
@@ -90,36 +99,36 @@ fn touching_lesions_depend_on_connectivity() {
     // Two cubes sharing only a corner (diagonal neighbours), one label.
     let t = boxes(&[([2, 2, 2], [4, 4, 4], 1), ([4, 4, 4], [6, 6, 6], 1)]);
     let p = probs(&[([2, 2, 2], [4, 4, 4], 0.9)]);
-    let r26 = run(&t, &p, &MatchOptions::default());
+    let r26 = run(&t, &p, &delineate());
     assert_eq!(r26.truth.len(), 1);
     assert_eq!(r26.hits(0.5), 1);
     let six = MatchOptions {
         connectivity: 6,
-        ..Default::default()
+        ..delineate()
     };
     let r6 = run(&t, &p, &six);
     assert_eq!(r6.truth.len(), 2);
     assert_eq!(r6.hits(0.5), 1);
     // Different instance labels stay apart even when touching face to face.
     let t2 = boxes(&[([2, 2, 2], [4, 4, 4], 1), ([4, 2, 2], [6, 4, 4], 2)]);
-    assert_eq!(run(&t2, &p, &MatchOptions::default()).truth.len(), 2);
+    assert_eq!(run(&t2, &p, &delineate()).truth.len(), 2);
 }
 
 #[test]
 fn empty_truth_empty_prediction_and_only_false_positives() {
     let empty_t = boxes(&[]);
     let empty_p = probs(&[]);
-    let r = run(&empty_t, &empty_p, &MatchOptions::default());
+    let r = run(&empty_t, &empty_p, &delineate());
     assert!(r.truth.is_empty() && r.preds.is_empty());
     let fp_only = probs(&[
         ([1, 1, 1], [3, 3, 3], 0.6),
         ([10, 10, 10], [12, 12, 12], 0.95),
     ]);
-    let r2 = run(&empty_t, &fp_only, &MatchOptions::default());
+    let r2 = run(&empty_t, &fp_only, &delineate());
     assert_eq!(r2.false_positives(0.5), 2);
     assert_eq!(r2.false_positives(0.9), 1);
     let t = boxes(&[([5, 5, 5], [8, 8, 8], 1)]);
-    let r3 = run(&t, &empty_p, &MatchOptions::default());
+    let r3 = run(&t, &empty_p, &delineate());
     assert_eq!(r3.hits(0.0), 0);
     assert_eq!(r3.truth[0].hit_confidence, None);
     assert_eq!(r3.truth[0].best_dice, 0.0);
@@ -146,12 +155,12 @@ fn component_threshold_and_iou_criterion() {
     let t = boxes(&[([2, 2, 2], [6, 6, 6], 1)]);
     // A prediction touching the lesion in one 1×4×4 slab: IoU = 16 / (64 + 64 - 16).
     let p = probs(&[([5, 2, 2], [9, 6, 6], 0.8)]);
-    let dice = run(&t, &p, &MatchOptions::default());
+    let dice = run(&t, &p, &delineate());
     assert_eq!(dice.hits(0.5), 1);
     let iou = MatchOptions {
         criterion: Criterion::Iou,
         hit_threshold: 0.2,
-        ..Default::default()
+        ..delineate()
     };
     let r = run(&t, &p, &iou);
     assert!((r.truth[0].best_iou - 16.0 / 112.0).abs() < 1e-12);
@@ -163,10 +172,10 @@ fn component_threshold_and_iou_criterion() {
     );
     // Voxels at exactly the component threshold are not part of a component.
     let at = probs(&[([2, 2, 2], [6, 6, 6], 0.5)]);
-    assert!(run(&t, &at, &MatchOptions::default()).preds.is_empty());
+    assert!(run(&t, &at, &delineate()).preds.is_empty());
     // Label masks: every component has confidence 1.
     let m = Prediction::Labels(boxes(&[([2, 2, 2], [4, 4, 4], 1)]));
-    let r = run(&t, &m, &MatchOptions::default());
+    let r = run(&t, &m, &delineate());
     assert_eq!(r.preds[0].confidence, 1.0);
 }
 
@@ -186,8 +195,8 @@ fn two_cases() -> Vec<CaseResult> {
         ([1, 16, 1], [3, 18, 3], 0.55),
     ]);
     vec![
-        match_case("a", &ta, &pa, &HashMap::new(), &MatchOptions::default()),
-        match_case("b", &tb, &pb, &HashMap::new(), &MatchOptions::default()),
+        match_case("a", &ta, &pa, &HashMap::new(), &delineate()),
+        match_case("b", &tb, &pb, &HashMap::new(), &delineate()),
     ]
 }
 
@@ -242,13 +251,7 @@ fn step_and_interpolated_sensitivity_differ_between_froc_points() {
         ([16, 1, 1], [18, 3, 3], 0.6),
         ([1, 16, 1], [3, 18, 3], 0.6),
     ]);
-    let cases = vec![match_case(
-        "a",
-        &t,
-        &p,
-        &HashMap::new(),
-        &MatchOptions::default(),
-    )];
+    let cases = vec![match_case("a", &t, &p, &HashMap::new(), &delineate())];
     let thr: Vec<f64> = [0.6f32, 0.9].iter().map(|&v| v as f64).collect();
     let s = summarize(&cases, &[0], &thr, &[], &[]);
     let at = |k: f64| FP_RATES.iter().position(|&r| r == k).unwrap();

@@ -65,9 +65,15 @@ impl Default for ValidationOptions {
 pub fn choose_threshold(results: &[CaseResult], target: f64) -> (f32, f64, f64) {
     let cases = results.len().max(1) as f64;
     let lesions: usize = results.iter().map(|c| c.truth.len()).sum();
+    // Delivery semantics: a lesion is delivered when its confidence is ≥
+    // τ (whatever the scoring rules count as a false positive at τ).
     let at = |tau: f64| {
         let hits: usize = results.iter().map(|c| c.hits(tau)).sum();
-        let fp: usize = results.iter().map(|c| c.false_positives(tau)).sum();
+        let fp: usize = results
+            .iter()
+            .flat_map(|c| &c.preds)
+            .filter(|p| p.matches.is_empty() && p.confidence >= tau)
+            .count();
         (hits as f64 / lesions.max(1) as f64, fp as f64 / cases)
     };
     for tau in unique_confidences(results) {
@@ -216,11 +222,13 @@ mod tests {
                 pred(3, 0.3, vec![]),
                 pred(4, 0.6, vec![]),
             ],
+            rules: Default::default(),
         };
         let b = CaseResult {
             case: "b".into(),
             truth: vec![truth(1, None)],
             preds: vec![pred(1, 0.95, vec![])],
+            rules: Default::default(),
         };
         // Two cases, ≤ 0.5 FP/case: at most one false positive in all.
         let (t, recall, fp) = choose_threshold(&[a.clone(), b.clone()], 0.5);

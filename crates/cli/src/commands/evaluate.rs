@@ -5,25 +5,29 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use delineate_eval::{
-    evaluate, plots::write_figures, report::write_reports, BootstrapOptions, Criterion,
-    EvalOptions, MatchOptions, Resampling, Thresholds,
+    evaluate, matching::Rules, plots::write_figures, report::write_reports, BootstrapOptions,
+    Criterion, EvalOptions, MatchOptions, Resampling, Score, Thresholds,
 };
 
 /// Lesion-wise evaluation: precision–recall, FROC, recall by lesion size.
 ///
-/// Truth lesions are connected components of the truth mask (instance
-/// labels stay apart); predicted lesions are components of probability >
-/// --component-threshold (or of a label mask), with their maximum
-/// probability as confidence. A truth lesion is hit when a matching
-/// component (Dice > --hit-threshold) has at least the confidence
-/// threshold; a component matching no lesion is a false positive. Cases are
-/// matched by name: CASE.nii.gz, or CASE/ holding probability.nii.gz
-/// (predictions) or truth.nii.gz / rtstruct.dcm + dicom/ (truth).
+/// --rules paper (default) are the authors' (iw/metric.py): truth lesions
+/// are components of the binary truth, predicted lesions components of
+/// probability > --component-threshold (or of a label mask) with their
+/// maximum probability as confidence; a lesion is hit at a threshold when
+/// its best-Dice component has at least that confidence; a component
+/// touching no lesion is a false positive above it; precision = hits /
+/// (hits + false positives). --rules delineate keeps instance labels apart
+/// and takes the most confident matching component. Cases are matched by
+/// name: CASE.nii.gz, or CASE/ holding probability.nii.gz or a `delineate
+/// segment` output (predictions; scored by its delivered lesions unless
+/// --score probability) or truth.nii.gz / rtstruct.dcm + dicom/ (truth).
 ///
 /// Writes report.json, summary.md, lesions.csv, predictions.csv and the
-/// figures prc, froc and recall_by_size (PNG and SVG) into --out. 95 %
-/// intervals come from the paper's bootstrap (100 × 80 % of patients
-/// without replacement), or --with-replacement. Definitions: docs/evaluation.md.
+/// figures prc, froc and recall_by_size (PNG and SVG) into --out. Intervals:
+/// the percentile bootstrap (1 000 resamples with replacement) by default,
+/// or --bootstrap paper (100 × 80 % without replacement, labelled as such).
+/// Definitions: docs/evaluation.md.
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
     /// Predictions: DIR, or NAME=DIR; repeat for several experiments on one figure.
@@ -35,6 +39,13 @@ pub struct EvaluateArgs {
     /// Report folder (created; files in it are replaced).
     #[arg(long)]
     pub out: PathBuf,
+    /// Rule set: paper (the authors' code) or delineate.
+    #[arg(long, default_value = "paper", value_parser = ["paper", "delineate"])]
+    pub rules: String,
+    /// What a `delineate segment` output folder is scored by: delivered
+    /// (mask.nii.gz with the lesions' confidences) or probability.
+    #[arg(long, default_value = "delivered", value_parser = ["delivered", "probability"])]
+    pub score: String,
     /// Lesion connectivity: 26 or 6.
     #[arg(long, default_value_t = 26, value_parser = parse_connectivity)]
     pub connectivity: u8,
@@ -53,15 +64,16 @@ pub struct EvaluateArgs {
     /// Size-bucket edges by equivalent diameter (mm).
     #[arg(long, default_value = "5,10,20", value_delimiter = ',')]
     pub sizes: Vec<f64>,
-    /// Bootstrap iterations (0: no intervals).
-    #[arg(long, default_value_t = 100)]
-    pub bootstrap: usize,
-    /// Fraction of patients per iteration, drawn without replacement.
+    /// Intervals: classic (percentile bootstrap with replacement), paper
+    /// (the authors' 80 % subsampling without replacement) or none.
+    #[arg(long, default_value = "classic", value_parser = ["classic", "paper", "none"])]
+    pub bootstrap: String,
+    /// Resamples (default 1000 for classic, 100 for paper).
+    #[arg(long)]
+    pub bootstrap_iterations: Option<usize>,
+    /// Fraction of patients per draw of --bootstrap paper.
     #[arg(long, default_value_t = 0.8)]
     pub bootstrap_fraction: f64,
-    /// Classic bootstrap: n patients with replacement.
-    #[arg(long)]
-    pub with_replacement: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Skip cases missing on either side (reported) instead of failing.
@@ -126,6 +138,16 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
             },
             hit_threshold: a.hit_threshold,
             component_threshold: a.component_threshold,
+            rules: if a.rules == "delineate" {
+                Rules::Delineate
+            } else {
+                Rules::Paper
+            },
+        },
+        score: if a.score == "probability" {
+            Score::Probability
+        } else {
+            Score::Delivered
         },
         thresholds: if a.thresholds == "unique" {
             Thresholds::Unique
@@ -133,17 +155,24 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
             Thresholds::Sigmoid
         },
         size_edges: edges,
-        bootstrap: BootstrapOptions {
-            iterations: a.bootstrap,
-            resampling: if a.with_replacement {
-                Resampling::WithReplacement
-            } else {
-                Resampling::Subsample {
-                    fraction: a.bootstrap_fraction,
-                }
-            },
-            seed: a.seed,
-            level: 0.95,
+        bootstrap: {
+            let base = match a.bootstrap.as_str() {
+                "paper" => BootstrapOptions {
+                    resampling: Resampling::Subsample {
+                        fraction: a.bootstrap_fraction,
+                    },
+                    ..BootstrapOptions::paper()
+                },
+                _ => BootstrapOptions::default(),
+            };
+            BootstrapOptions {
+                iterations: match a.bootstrap.as_str() {
+                    "none" => 0,
+                    _ => a.bootstrap_iterations.unwrap_or(base.iterations),
+                },
+                seed: a.seed,
+                ..base
+            }
         },
         allow_missing: a.allow_missing,
     };
