@@ -171,3 +171,75 @@ fn the_paper_rules_equal_the_authors_code() {
         assert_eq!(p["false_positives"], prc["totalFP"][i], "point {i}");
     }
 }
+
+/// `--metrics brats2023-*` against a transcription of the challenge's
+/// `eval.py` (with panoptica's HD95) and panoptica's own RQ/SQ/PQ, case by
+/// case, with both challenges' settings, on anisotropic voxels.
+#[test]
+fn brats_2023_metrics_equal_the_challenge_rules_and_panoptica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let r = root.display().to_string();
+    python(&["make", &r, "9"]);
+    for ch in ["mets", "men"] {
+        let rep = root.join(format!("rep-{ch}"));
+        ok(&[
+            "evaluate",
+            "--pred",
+            &format!("{r}/pred"),
+            "--truth",
+            &format!("{r}/truth"),
+            "--out",
+            &rep.display().to_string(),
+            "--metrics",
+            &format!("brats2023-{ch}"),
+            "--bootstrap",
+            "none",
+        ]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/brats_rules.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([r.as_str(), ch])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let want: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(rep.join("report.json")).unwrap())
+                .unwrap();
+        let cases = report["experiments"][0]["brats2023_cases"]
+            .as_array()
+            .unwrap();
+        assert_eq!(cases.len(), want.as_object().unwrap().len());
+        let (mut fp, mut fn_, mut tp) = (0, 0, 0);
+        for c in cases {
+            let name = c["case"].as_str().unwrap();
+            let w = &want[name];
+            for (ours, theirs, tol) in [
+                ("lesionwise_dice", "lesionwise_dice", 1e-9),
+                ("lesionwise_hd95", "lesionwise_hd95", 1e-6),
+                ("legacy_dice", "legacy_dice", 1e-9),
+            ] {
+                let (a, b) = (c[ours].as_f64().unwrap(), w[theirs].as_f64().unwrap());
+                assert!((a - b).abs() < tol, "{ch} {name}: {ours} {a} vs {b}");
+            }
+            for (ours, theirs) in [("tp", "tp"), ("fn_", "fn"), ("false_positives", "fp")] {
+                assert_eq!(c[ours], w[theirs], "{ch} {name}: {ours}");
+            }
+            for k in ["rq", "sq", "pq"] {
+                let (a, b) = (c["panoptic"][k].as_f64().unwrap(), w[k].as_f64().unwrap());
+                assert!((a - b).abs() < 1e-9, "{ch} {name}: {k} {a} vs {b}");
+            }
+            tp += c["tp"].as_u64().unwrap();
+            fn_ += c["fn_"].as_u64().unwrap();
+            fp += c["false_positives"].as_u64().unwrap();
+        }
+        assert!(tp >= 8 && fn_ >= 2 && fp >= 2, "{ch}: {tp} {fn_} {fp}");
+        assert!(rep.join("brats2023.csv").is_file());
+    }
+}

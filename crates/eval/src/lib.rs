@@ -8,6 +8,7 @@
 //! sign tests and contouring-time tables ([`study`]).
 
 pub mod bootstrap;
+pub mod brats;
 pub mod cases;
 pub mod curves;
 pub mod matching;
@@ -73,6 +74,9 @@ pub struct EvalOptions {
     pub bootstrap: BootstrapOptions,
     /// Skip (and report) cases missing on either side instead of failing.
     pub allow_missing: bool,
+    /// BraTS 2023 lesion-wise metrics with this challenge's settings.
+    #[serde(default)]
+    pub brats: Option<brats::Challenge>,
 }
 
 impl Default for EvalOptions {
@@ -84,6 +88,7 @@ impl Default for EvalOptions {
             size_edges: vec![5.0, 10.0, 20.0],
             bootstrap: BootstrapOptions::default(),
             allow_missing: false,
+            brats: None,
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct Experiment {
     pub kinds: Vec<String>,
     pub summary: Summary,
     pub intervals: Intervals,
+    /// BraTS 2023 lesion-wise results per case, and their means.
+    pub brats: Option<(Vec<brats::BratsCase>, brats::BratsSummary)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -161,7 +168,8 @@ pub fn evaluate(
         .keys()
         .filter(|c| preds.iter().any(|p| p.contains_key(*c)))
         .collect();
-    let per_case: Vec<Vec<Option<CaseResult>>> = names
+    type Row = Vec<Option<(CaseResult, Option<brats::BratsCase>)>>;
+    let per_case: Vec<Row> = names
         .par_iter()
         .map(|name| {
             let src = &truth[*name];
@@ -193,7 +201,18 @@ pub fn evaluate(
                         labels.geometry().spacing
                     )));
                 }
-                row.push(Some(matching::match_case(name, &labels, &pred, &kinds, &opts.matching)));
+                let m = matching::match_case(name, &labels, &pred, &kinds, &opts.matching);
+                let b = opts.brats.map(|ch| {
+                    let t = labels.map(|&v| v > 0);
+                    let thr = opts.matching.component_threshold as f32;
+                    let p = match &pred {
+                        matching::Prediction::Probability(v) => v.map(|&x| x > thr),
+                        matching::Prediction::Labels(v)
+                        | matching::Prediction::Lesions { labels: v, .. } => v.map(|&x| x > 0),
+                    };
+                    brats::brats_case(name, &t, &p, ch)
+                });
+                row.push(Some((m, b)));
                 tracing::debug!(
                     "{name}: prediction read in {:.3} s, matched in {:.3} s",
                     (t1 - t0).as_secs_f64(),
@@ -206,14 +225,21 @@ pub fn evaluate(
         .collect::<Result<_, Error>>()?;
     let mut out = Vec::new();
     for (e, (ename, dir)) in experiments.iter().enumerate() {
-        let results: Vec<CaseResult> = per_case.iter().filter_map(|row| row[e].clone()).collect();
-        out.push(summarize_experiment(
-            ename,
-            dir,
-            results,
-            std::mem::take(&mut skipped[e]),
-            opts,
-        ));
+        let results: Vec<CaseResult> = per_case
+            .iter()
+            .filter_map(|row| row[e].as_ref().map(|r| r.0.clone()))
+            .collect();
+        let mut x =
+            summarize_experiment(ename, dir, results, std::mem::take(&mut skipped[e]), opts);
+        if let Some(ch) = opts.brats {
+            let cases: Vec<brats::BratsCase> = per_case
+                .iter()
+                .filter_map(|row| row[e].as_ref().and_then(|r| r.1.clone()))
+                .collect();
+            let summary = brats::summarize(&cases, ch);
+            x.brats = Some((cases, summary));
+        }
+        out.push(x);
     }
     Ok(out)
 }
@@ -256,6 +282,7 @@ pub fn summarize_experiment(
         kinds,
         summary,
         intervals,
+        brats: None,
     }
 }
 

@@ -42,6 +42,11 @@ struct ExperimentJson<'a> {
     summary: &'a crate::Summary,
     intervals: &'a crate::Intervals,
     per_case: Vec<PerCase<'a>>,
+    /// BraTS 2023 lesion-wise metrics (`--metrics brats2023`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    brats2023: Option<&'a crate::brats::BratsSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    brats2023_cases: Option<&'a [crate::brats::BratsCase]>,
 }
 
 #[derive(Serialize)]
@@ -102,6 +107,8 @@ pub fn write_reports(
                 fp_rates: &FP_RATES,
                 summary: &e.summary,
                 intervals: &e.intervals,
+                brats2023: e.brats.as_ref().map(|b| &b.1),
+                brats2023_cases: e.brats.as_ref().map(|b| b.0.as_slice()),
                 per_case: per_case(e),
             })
             .collect(),
@@ -160,12 +167,77 @@ pub fn write_reports(
         }
     }
     write_text(&out.join("predictions.csv"), &csv)?;
+    if experiments.iter().any(|e| e.brats.is_some()) {
+        let mut csv = String::from(
+            "experiment,case,lesionwise_dice,lesionwise_hd95,tp,fn,fp,legacy_dice,rq,sq,pq\n",
+        );
+        for e in experiments {
+            for c in e.brats.iter().flat_map(|b| &b.0) {
+                let _ = writeln!(
+                    csv,
+                    "{},{},{:.6},{:.4},{},{},{},{:.6},{:.6},{:.6},{:.6}",
+                    e.name,
+                    c.case,
+                    c.lesionwise_dice,
+                    c.lesionwise_hd95,
+                    c.tp,
+                    c.fn_,
+                    c.false_positives,
+                    c.legacy_dice,
+                    c.panoptic.rq,
+                    c.panoptic.sq,
+                    c.panoptic.pq
+                );
+            }
+        }
+        write_text(&out.join("brats2023.csv"), &csv)?;
+    }
     write_text(&out.join("summary.md"), &markdown(experiments, opts))?;
     Ok(())
 }
 
+/// The BraTS 2023 table, when computed.
+fn brats_markdown(s: &mut String, experiments: &[Experiment]) {
+    let rows: Vec<_> = experiments
+        .iter()
+        .filter_map(|e| e.brats.as_ref().map(|b| (e, &b.1)))
+        .collect();
+    let Some((_, first)) = rows.first() else {
+        return;
+    };
+    let ch = match first.challenge {
+        crate::brats::Challenge::Mets => "BraTS-METS (dilation 1, lesions > 2 mm³)",
+        crate::brats::Challenge::Men => "BraTS-MEN (dilation 1, lesions > 50 mm³)",
+    };
+    let _ = writeln!(
+        s,
+        "BraTS 2023 lesion-wise metrics, {ch}; HD95 as panoptica computes it (docs/evaluation.md); means over cases.\n\n\
+         | experiment | cases | lesion-wise Dice | lesion-wise HD95 (mm) | TP | FN | FP | legacy Dice | RQ | SQ | PQ |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (e, b) in &rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {:.1} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            e.name,
+            b.cases,
+            b.lesionwise_dice,
+            b.lesionwise_hd95,
+            b.tp,
+            b.fn_,
+            b.false_positives,
+            b.legacy_dice,
+            b.rq,
+            b.sq,
+            b.pq
+        );
+    }
+    s.push('\n');
+}
+
 fn markdown(experiments: &[Experiment], opts: &EvalOptions) -> String {
     let mut s = String::from("# Lesion-wise evaluation\n\n");
+    brats_markdown(&mut s, experiments);
     let b = &opts.bootstrap;
     let rules = match opts.matching.rules {
         crate::matching::Rules::Paper => "the authors' rules (iw/metric.py: best-Dice component's confidence; precision = hits / (hits + FP))",

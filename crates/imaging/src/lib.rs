@@ -12,6 +12,7 @@
 pub mod any_volume;
 pub mod atomic;
 pub mod components;
+pub mod distance;
 mod error;
 pub mod geometry;
 pub mod measure;

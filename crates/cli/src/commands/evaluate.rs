@@ -46,6 +46,11 @@ pub struct EvaluateArgs {
     /// (mask.nii.gz with the lesions' confidences) or probability.
     #[arg(long, default_value = "delivered", value_parser = ["delivered", "probability"])]
     pub score: String,
+    /// Also the BraTS 2023 lesion-wise Dice and HD95 and panoptica's
+    /// RQ/SQ/PQ: brats2023-mets or brats2023-men (the challenge's dilation
+    /// and volume threshold).
+    #[arg(long, value_parser = ["brats2023-mets", "brats2023-men"])]
+    pub metrics: Option<String>,
     /// Lesion connectivity: 26 or 6.
     #[arg(long, default_value_t = 26, value_parser = parse_connectivity)]
     pub connectivity: u8,
@@ -175,6 +180,11 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
             }
         },
         allow_missing: a.allow_missing,
+        brats: match a.metrics.as_deref() {
+            Some("brats2023-mets") => Some(delineate_eval::brats::Challenge::Mets),
+            Some("brats2023-men") => Some(delineate_eval::brats::Challenge::Men),
+            _ => None,
+        },
     };
     let pb = crate::progress::bar("evaluate", "cases");
     let t = std::time::Instant::now();
@@ -205,6 +215,12 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
             s.dice_median,
             if e.skipped.is_empty() { String::new() } else { format!("; {} skipped", e.skipped.len()) }
         );
+        if let Some((_, b)) = &e.brats {
+            println!(
+                "{}: BraTS 2023 lesion-wise Dice {:.3}, HD95 {:.1} mm ({} TP, {} FN, {} FP); PQ {:.3}",
+                e.name, b.lesionwise_dice, b.lesionwise_hd95, b.tp, b.fn_, b.false_positives, b.pq
+            );
+        }
     }
     tracing::info!("evaluated in {:.2} s", t.elapsed().as_secs_f64());
     println!("report: {}", a.out.join("summary.md").display());
