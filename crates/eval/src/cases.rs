@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use delineate_dicom::{read_rtstruct, read_series, ReadOptions};
 use delineate_imaging::{read_nifti_any, AnyVolume, Volume};
 
+use crate::layout::{self, Layout, LesionLabels};
 use crate::matching::Prediction;
 use crate::Error;
 
@@ -28,6 +29,8 @@ pub enum TruthSource {
     Nifti {
         path: PathBuf,
         kinds: Option<PathBuf>,
+        /// Which label values are lesion (dataset layouts).
+        lesions: LesionLabels,
     },
     RtStruct {
         rtstruct: PathBuf,
@@ -93,7 +96,50 @@ pub fn discover_predictions(
     Ok(out)
 }
 
-/// Truth sources by case name.
+/// Truth sources by case name, in `layout` (`None`: detected) with
+/// `labels` as lesion (`None`: the layout's default).
+pub fn discover_truth_in(
+    dir: &Path,
+    layout: Option<Layout>,
+    labels: Option<Vec<u32>>,
+) -> Result<BTreeMap<String, TruthSource>, Error> {
+    let layout = layout.unwrap_or_else(|| layout::detect(dir));
+    let lesions = match labels {
+        Some(l) => LesionLabels(Some(l)),
+        None => LesionLabels::default_for(layout),
+    };
+    if layout == Layout::Delineate {
+        let mut out = discover_truth(dir)?;
+        for src in out.values_mut() {
+            if let TruthSource::Nifti { lesions: l, .. } = src {
+                *l = lesions.clone();
+            }
+        }
+        return Ok(out);
+    }
+    let mut out = BTreeMap::new();
+    for c in layout::list(dir, layout, 0)? {
+        if let Some(path) = c.truth {
+            out.insert(
+                c.name,
+                TruthSource::Nifti {
+                    path,
+                    kinds: None,
+                    lesions: lesions.clone(),
+                },
+            );
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no truth label maps in this {layout:?} dataset",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Truth sources by case name (delineate's layout).
 pub fn discover_truth(dir: &Path) -> Result<BTreeMap<String, TruthSource>, Error> {
     let mut out = BTreeMap::new();
     for (name, p) in entries(dir)? {
@@ -105,6 +151,7 @@ pub fn discover_truth(dir: &Path) -> Result<BTreeMap<String, TruthSource>, Error
                     TruthSource::Nifti {
                         path: p.clone(),
                         kinds: side.is_file().then_some(side),
+                        lesions: LesionLabels::default(),
                     },
                 );
             }
@@ -112,7 +159,14 @@ pub fn discover_truth(dir: &Path) -> Result<BTreeMap<String, TruthSource>, Error
             let side = p.join("lesions.json");
             let kinds = side.is_file().then_some(side);
             if let Some(f) = TRUTH_NAMES.iter().map(|n| p.join(n)).find(|f| f.is_file()) {
-                out.insert(name, TruthSource::Nifti { path: f, kinds });
+                out.insert(
+                    name,
+                    TruthSource::Nifti {
+                        path: f,
+                        kinds,
+                        lesions: LesionLabels::default(),
+                    },
+                );
             } else if p.join("rtstruct.dcm").is_file() {
                 let reference = if p.join("dicom").is_dir() {
                     p.join("dicom")
@@ -251,7 +305,11 @@ pub fn load_prediction(path: &Path) -> Result<Prediction, Error> {
 /// Reads a truth: instance labels on the truth grid, and kinds by label.
 pub fn load_truth(src: &TruthSource) -> Result<(Volume<u32>, HashMap<u32, String>), Error> {
     match src {
-        TruthSource::Nifti { path, kinds } => {
+        TruthSource::Nifti {
+            path,
+            kinds,
+            lesions,
+        } => {
             let (vol, _) = read_nifti_any(path)?;
             let labels = vol.to_labels().map_err(|bad| {
                 Error::Input(format!(
@@ -263,7 +321,7 @@ pub fn load_truth(src: &TruthSource) -> Result<(Volume<u32>, HashMap<u32, String
                 Some(k) => read_kinds(k)?,
                 None => HashMap::new(),
             };
-            Ok((labels, kinds))
+            Ok((lesions.apply(labels), kinds))
         }
         TruthSource::RtStruct {
             rtstruct,

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod brats;
 pub mod cases;
 pub mod curves;
+pub mod layout;
 pub mod matching;
 pub mod overlay;
 pub mod plots;
@@ -77,6 +78,12 @@ pub struct EvalOptions {
     /// BraTS 2023 lesion-wise metrics with this challenge's settings.
     #[serde(default)]
     pub brats: Option<brats::Challenge>,
+    /// The truth folder's layout (`None`: detected).
+    #[serde(default)]
+    pub layout: Option<layout::Layout>,
+    /// Label values that are lesion (`None`: the layout's default).
+    #[serde(default)]
+    pub labels: Option<Vec<u32>>,
 }
 
 impl Default for EvalOptions {
@@ -89,6 +96,8 @@ impl Default for EvalOptions {
             bootstrap: BootstrapOptions::default(),
             allow_missing: false,
             brats: None,
+            layout: None,
+            labels: None,
         }
     }
 }
@@ -128,7 +137,7 @@ pub fn evaluate(
             "--component-threshold must lie in [0, 1)".into(),
         ));
     }
-    let truth = cases::discover_truth(truth_dir)?;
+    let truth = cases::discover_truth_in(truth_dir, opts.layout, opts.labels.clone())?;
     let preds: Vec<BTreeMap<String, PathBuf>> = experiments
         .iter()
         .map(|(_, d)| cases::discover_predictions(d, opts.score))

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::Preprocessing;
 use crate::sampling::CaseLesions;
 use crate::Error;
+use delineate_eval::layout::{Layout, LesionLabels};
 
 /// Normalised intensities are clipped to this many standard deviations.
 pub const ZSCORE_CLIP: f32 = 5.0;
@@ -69,6 +70,108 @@ pub fn case_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
         )));
     }
     Ok(out)
+}
+
+/// Where one case of a training dataset is.
+#[derive(Clone, Debug)]
+pub enum CaseSource {
+    /// A delineate case folder (`image.nii.gz` + `truth.nii.gz`, or
+    /// `dicom/` + `rtstruct.dcm`; `lookalikes.nii.gz` when present).
+    Folder(PathBuf),
+    /// An image and its label map (nnU-Net raw, BraTS), with the label
+    /// values that are lesion.
+    Files {
+        image: PathBuf,
+        truth: PathBuf,
+        lesions: LesionLabels,
+    },
+}
+
+/// One case of a training dataset.
+#[derive(Clone, Debug)]
+pub struct CaseRef {
+    pub name: String,
+    pub source: CaseSource,
+}
+
+/// The cases of a dataset in `layout` (`None`: detected; delineate's,
+/// nnU-Net raw or BraTS, [`delineate_eval::layout`]), sorted by name;
+/// `labels` are the lesion label values (`None`: the layout's default),
+/// `channel` the nnU-Net channel of the contrast-enhanced T1.
+pub fn dataset(
+    dir: &Path,
+    layout: Option<Layout>,
+    labels: Option<Vec<u32>>,
+    channel: usize,
+) -> Result<Vec<CaseRef>, Error> {
+    let layout = layout.unwrap_or_else(|| delineate_eval::layout::detect(dir));
+    if layout == Layout::Delineate {
+        return Ok(case_folders(dir)?
+            .into_iter()
+            .map(|(name, d)| CaseRef {
+                name,
+                source: CaseSource::Folder(d),
+            })
+            .collect());
+    }
+    let lesions = match labels {
+        Some(l) => LesionLabels(Some(l)),
+        None => LesionLabels::default_for(layout),
+    };
+    let cases = delineate_eval::layout::list(dir, layout, channel)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    let missing: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.truth.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: {} case(s) have no label map: {}",
+            dir.display(),
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    Ok(cases
+        .into_iter()
+        .filter_map(|c| {
+            Some(CaseRef {
+                name: c.name,
+                source: CaseSource::Files {
+                    image: c.image,
+                    truth: c.truth?,
+                    lesions: lesions.clone(),
+                },
+            })
+        })
+        .collect())
+}
+
+/// Reads a case as acquired, in any layout.
+pub fn read_case(c: &CaseRef) -> Result<RawCase, Error> {
+    match &c.source {
+        CaseSource::Folder(d) => read_raw_case(d),
+        CaseSource::Files {
+            image,
+            truth,
+            lesions,
+        } => {
+            let (img, _) = read_nifti_f32(image)?;
+            let (t, _) = read_nifti_f32(truth)?;
+            if !t.geometry().same_grid(img.geometry(), 1e-3) {
+                return Err(Error::Input(format!(
+                    "{}: not on the grid of {}",
+                    truth.display(),
+                    image.display()
+                )));
+            }
+            Ok(RawCase {
+                image: img,
+                truth: lesions.apply(t.map(|&v| v.max(0.0).round() as u32)),
+            })
+        }
+    }
 }
 
 /// A case on its own grid: the image and its instance-labelled truth.
@@ -138,27 +241,39 @@ fn lookalikes_on_model_grid(dir: &Path, pre: &Preprocessing) -> Result<Option<Vo
     Ok(Some(m.map(|&v| v.min(255) as u8)))
 }
 
-/// Reads one case and brings it onto the model grid as the contract says.
+/// Reads one case folder and brings it onto the model grid as the
+/// contract says.
 pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Error> {
-    let (case, _) = load_case_with_lookalikes(name, dir, pre)?;
+    let c = CaseRef {
+        name: name.to_string(),
+        source: CaseSource::Folder(dir.to_path_buf()),
+    };
+    load_case_ref(&c, pre)
+}
+
+/// [`load_case`] for a case of any layout.
+pub fn load_case_ref(c: &CaseRef, pre: &Preprocessing) -> Result<Case, Error> {
+    let (case, _) = load_case_with_lookalikes(c, pre)?;
     Ok(case)
 }
 
 fn load_case_with_lookalikes(
-    name: &str,
-    dir: &Path,
+    c: &CaseRef,
     pre: &Preprocessing,
 ) -> Result<(Case, Option<Volume<u8>>), Error> {
-    let raw = read_raw_case(dir)?;
+    let name = &c.name;
+    let raw = read_case(c)?;
     let image = pre.prepare(&raw.image)?;
     let truth = pre.prepare_labels(&raw.truth)?.map(|&v| u8::from(v > 0));
     let mut lesions = CaseLesions::from_truth(&truth);
-    let looks = lookalikes_on_model_grid(dir, pre)?;
+    let looks = match &c.source {
+        CaseSource::Folder(dir) => lookalikes_on_model_grid(dir, pre)?,
+        CaseSource::Files { .. } => None,
+    };
     if let Some(m) = &looks {
         if !m.geometry().same_grid(truth.geometry(), 1e-6) {
             return Err(Error::Input(format!(
-                "{}: lookalikes.nii.gz is not on the image grid",
-                dir.display()
+                "case {name}: lookalikes.nii.gz is not on the image grid"
             )));
         }
         lesions.lookalikes = lookalike_lists(m);
@@ -317,23 +432,41 @@ pub fn patch(
 
 /// Cache key of a case: the target spacing and the size and modification
 /// time of every source file (FNV-1a, hex).
-fn cache_key(dir: &Path, pre: &Preprocessing) -> String {
+fn cache_key(c: &CaseRef, pre: &Preprocessing) -> String {
     let mut text = serde_json::to_string(pre).unwrap_or_default();
-    for f in [
-        "image.nii.gz",
-        "truth.nii.gz",
-        "lookalikes.nii.gz",
-        "rtstruct.dcm",
-        "dicom",
-    ] {
-        if let Ok(m) = std::fs::metadata(dir.join(f)) {
+    let files: Vec<PathBuf> = match &c.source {
+        CaseSource::Folder(dir) => [
+            "image.nii.gz",
+            "truth.nii.gz",
+            "lookalikes.nii.gz",
+            "rtstruct.dcm",
+            "dicom",
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect(),
+        CaseSource::Files {
+            image,
+            truth,
+            lesions,
+        } => {
+            text.push_str(&format!("{lesions:?}"));
+            vec![image.clone(), truth.clone()]
+        }
+    };
+    for f in files {
+        if let Ok(m) = std::fs::metadata(&f) {
             let t = m
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_nanos())
                 .unwrap_or(0);
-            text.push_str(&format!("|{f}:{}:{t}", m.len()));
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            text.push_str(&format!("|{name}:{}:{t}", m.len()));
         }
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -353,11 +486,28 @@ pub fn load_case_cached(
     pre: &Preprocessing,
     cache: &Path,
 ) -> Result<(Case, bool), Error> {
+    let c = CaseRef {
+        name: name.to_string(),
+        source: CaseSource::Folder(dir.to_path_buf()),
+    };
+    load_case_ref_cached(&c, pre, cache)
+}
+
+/// [`load_case_cached`] for a case of any layout.
+pub fn load_case_ref_cached(
+    c: &CaseRef,
+    pre: &Preprocessing,
+    cache: &Path,
+) -> Result<(Case, bool), Error> {
     use delineate_imaging::{read_nifti, write_nifti, NiftiWriteOptions};
-    let slot = cache.join(format!("{name}-{}", cache_key(dir, pre)));
+    let name = c.name.as_str();
+    let slot = cache.join(format!("{name}-{}", cache_key(c, pre)));
     let (img_path, tgt_path) = (slot.join("image.nii"), slot.join("truth.nii"));
     let look_path = slot.join("lookalikes.nii");
-    let has_looks = dir.join("lookalikes.nii.gz").is_file();
+    let has_looks = match &c.source {
+        CaseSource::Folder(dir) => dir.join("lookalikes.nii.gz").is_file(),
+        CaseSource::Files { .. } => false,
+    };
     if img_path.is_file() && tgt_path.is_file() && (!has_looks || look_path.is_file()) {
         if let (Ok((image, _)), Ok((truth, _))) =
             (read_nifti::<f32>(&img_path), read_nifti::<u8>(&tgt_path))
@@ -388,7 +538,7 @@ pub fn load_case_cached(
             }
         }
     }
-    let (case, looks) = load_case_with_lookalikes(name, dir, pre)?;
+    let (case, looks) = load_case_with_lookalikes(c, pre)?;
     if std::fs::create_dir_all(&slot).is_ok() {
         let o = NiftiWriteOptions::default();
         // A cache that cannot be written only costs time next run.

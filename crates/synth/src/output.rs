@@ -118,6 +118,29 @@ pub fn write_case(out: &Path, case: &SynthCase, dicom: bool) -> Result<PathBuf, 
     Ok(final_dir)
 }
 
+/// Writes a case into an nnU-Net raw dataset: `imagesTr/NAME_0000.nii.gz`
+/// (the image) and `labelsTr/NAME.nii.gz` (1 = lesion; nnU-Net labels are
+/// classes, so instances become one class). `dataset.json` is the caller's
+/// (it needs the case count).
+pub fn write_case_nnunet(out: &Path, case: &SynthCase) -> Result<(), Error> {
+    let name = &case.record.name;
+    let opts = NiftiWriteOptions {
+        description: format!("delineate synth {name}"),
+        ..Default::default()
+    };
+    for d in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(out.join(d)).map_err(|e| Error::io(&out.join(d), e))?;
+    }
+    write_nifti(
+        &out.join(format!("imagesTr/{name}_0000.nii.gz")),
+        &case.image,
+        &opts,
+    )?;
+    let labels = case.truth.map(|&v| u8::from(v > 0));
+    write_nifti(&out.join(format!("labelsTr/{name}.nii.gz")), &labels, &opts)?;
+    Ok(())
+}
+
 /// Pretty JSON with a trailing newline, written atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     let mut text = serde_json::to_string_pretty(value)

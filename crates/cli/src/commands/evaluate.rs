@@ -51,6 +51,14 @@ pub struct EvaluateArgs {
     /// and volume threshold).
     #[arg(long, value_parser = ["brats2023-mets", "brats2023-men"])]
     pub metrics: Option<String>,
+    /// Truth layout: auto, delineate, nnunet (labelsTr/) or brats
+    /// (CASE/CASE-seg.nii.gz).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "delineate", "nnunet", "brats"])]
+    pub layout: String,
+    /// Truth label values that are lesion (default: any non-zero; BraTS:
+    /// 1,3, the tumour core; 3 for enhancing tumour only).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<u32>>,
     /// Lesion connectivity: 26 or 6.
     #[arg(long, default_value_t = 26, value_parser = parse_connectivity)]
     pub connectivity: u8,
@@ -180,6 +188,8 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
             }
         },
         allow_missing: a.allow_missing,
+        layout: crate::commands::train::parse_layout(&a.layout),
+        labels: a.labels.clone(),
         brats: match a.metrics.as_deref() {
             Some("brats2023-mets") => Some(delineate_eval::brats::Challenge::Mets),
             Some("brats2023-men") => Some(delineate_eval::brats::Challenge::Men),

@@ -61,6 +61,10 @@ pub struct SynthArgs {
     /// Domain randomisation: contrast, resolution, artefacts.
     #[arg(long)]
     pub randomise: bool,
+    /// Output layout: delineate (a folder per case) or nnunet (an nnU-Net
+    /// raw dataset: dataset.json, imagesTr/, labelsTr/; lesions as class 1).
+    #[arg(long, default_value = "delineate", value_parser = ["delineate", "nnunet"])]
+    pub layout: String,
     /// Lesion kinds: met, men, schw (comma-separated).
     #[arg(long, default_value = "met,men,schw", value_delimiter = ',')]
     pub kinds: Vec<String>,
@@ -220,6 +224,9 @@ fn sources(a: &SynthArgs) -> Result<Vec<(Option<String>, TemplateSource)>> {
 
 pub fn run(a: &SynthArgs) -> Result<()> {
     let p = params(a)?;
+    if a.layout == "nnunet" && a.dicom {
+        bail!("--dicom: not with --layout nnunet (an nnU-Net dataset holds NIfTI files)");
+    }
     if a.cases == 0 {
         bail!("--cases: must be at least 1");
     }
@@ -261,7 +268,11 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             let seed = case_seed(a.seed, i);
             let template = &templates[(seed % templates.len() as u64) as usize];
             let case = generate_case(template, &p, name, seed);
-            write_case(&a.out, &case, a.dicom)?;
+            if a.layout == "nnunet" {
+                delineate_synth::output::write_case_nnunet(&a.out, &case)?;
+            } else {
+                write_case(&a.out, &case, a.dicom)?;
+            }
             if a.preview {
                 write_preview(&a.out.join("preview").join(format!("{name}.png")), &case)?;
             }
@@ -297,6 +308,9 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             "lesions.json",
         ],
     };
+    if a.layout == "nnunet" {
+        delineate_eval::layout::write_nnunet_dataset_json(&a.out, a.cases)?;
+    }
     write_json(&a.out.join("manifest.json"), &manifest)?;
     let secs = t1.elapsed().as_secs_f64();
     println!(

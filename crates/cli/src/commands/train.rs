@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use delineate_eval::layout::Layout;
 use delineate_model::backend::Cpu;
 use delineate_model::contract::{Contract, Preprocessing};
-use delineate_model::data::{case_folders, load_case, load_case_cached, read_raw_case, Augment};
+use delineate_model::data::{dataset, load_case_ref, load_case_ref_cached, read_case, Augment};
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
@@ -19,7 +20,11 @@ use rand::SeedableRng;
 /// Train the 3D U-Net, V-Net or DeepMedic on cases (NIfTI or DICOM + RTSTRUCT).
 ///
 /// DATA holds one folder per case: image.nii.gz + truth.nii.gz, as
-/// `delineate synth` writes, or dicom/ + rtstruct.dcm. Cases go onto the
+/// `delineate synth` writes, or dicom/ + rtstruct.dcm; or is an nnU-Net raw
+/// dataset (dataset.json, imagesTr/, labelsTr/) or a BraTS folder
+/// (CASE/CASE-t1c.nii.gz + CASE-seg.nii.gz), detected or given by
+/// --layout, with --labels the lesion label values (BraTS: 1,3, the
+/// tumour core). Cases go onto the
 /// model grid as the model's contract says, by the code `delineate
 /// segment` runs: exact reorientation to RAS, resampling to --spacing,
 /// z-score over the head (no brain mask at either end). Patches
@@ -46,9 +51,19 @@ use rand::SeedableRng;
 /// validation probability maps, candidate lesions and truths.
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Dataset folder: one subfolder per case.
+    /// Dataset folder: one subfolder per case, an nnU-Net raw dataset or a
+    /// BraTS folder.
     #[arg(long)]
     pub data: PathBuf,
+    /// Dataset layout: auto, delineate, nnunet or brats.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "delineate", "nnunet", "brats"])]
+    pub layout: String,
+    /// Label values that are lesion (default: any non-zero; BraTS: 1,3).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<u32>>,
+    /// nnU-Net channel of the contrast-enhanced T1.
+    #[arg(long, default_value_t = 0)]
+    pub channel: usize,
     /// Run folder (created; --resume to continue a run there).
     #[arg(long)]
     pub out: PathBuf,
@@ -132,6 +147,16 @@ pub struct TrainArgs {
     pub engine: Option<String>,
 }
 
+/// `--layout` as a type (`None`: detect).
+pub fn parse_layout(s: &str) -> Option<Layout> {
+    match s {
+        "delineate" => Some(Layout::Delineate),
+        "nnunet" => Some(Layout::Nnunet),
+        "brats" => Some(Layout::Brats),
+        _ => None,
+    }
+}
+
 fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
     match v {
         [a] => Ok([*a; 3]),
@@ -169,7 +194,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.lookalike_p) || !(0.0..=1.0).contains(&a.lesion_p) {
         bail!("--lookalike-p and --lesion-p must lie in 0-1");
     }
-    let folders = case_folders(&a.data)?;
+    let folders = dataset(
+        &a.data,
+        parse_layout(&a.layout),
+        a.labels.clone(),
+        a.channel,
+    )?;
     // Patient-wise split: shuffle names with the seed, fold k of K held out.
     let mut order: Vec<usize> = (0..folders.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
@@ -191,7 +221,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut train_cases = Vec::new();
     let mut val_cases = Vec::new();
     let mut test_names = Vec::new();
-    for (i, (name, dir)) in folders.iter().enumerate() {
+    for (i, case) in folders.iter().enumerate() {
+        let name = &case.name;
         if is_test(i) {
             test_names.push(name.clone());
             pb.inc(1);
@@ -199,7 +230,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         if is_val(i) {
             // Validation is deployment: the case as acquired.
-            let raw = read_raw_case(dir).with_context(|| format!("case {name}"))?;
+            let raw = read_case(case).with_context(|| format!("case {name}"))?;
             val_cases.push(ValCase {
                 name: name.clone(),
                 image: raw.image,
@@ -209,9 +240,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             continue;
         }
         let c = if a.no_cache {
-            load_case(name, dir, &pre)
+            load_case_ref(case, &pre)
         } else {
-            load_case_cached(name, dir, &pre, &cache).map(|(c, hit)| {
+            load_case_ref_cached(case, &pre, &cache).map(|(c, hit)| {
                 cached += usize::from(hit);
                 c
             })
