@@ -12,9 +12,11 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(mricron-data insighttoolkit5-examples plastimatch dcmtk dicom3tools orthanc curl chromium python3-pip time)
 # Pinned so conformance results do not drift (pylibjpeg: JPEG decoding for
 # pydicom; picai_eval, panoptica and connected-components-3d: the evaluations
-# we check against; panoptica needs numpy < 2.3).
+# we check against; panoptica needs numpy < 2.3; onnx and onnxruntime run the
+# ONNX export).
 PIP_PACKAGES=(numpy==2.2.6 scipy==1.17.1 nibabel==5.4.2 pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg==2.5.0 highdicom==0.28.2
-  picai_eval==1.4.12 scikit-learn==1.9.1 SimpleITK==2.5.7 panoptica==2.1.7 connected-components-3d==3.29.0)
+  picai_eval==1.4.12 scikit-learn==1.9.1 SimpleITK==2.5.7 panoptica==2.1.7 connected-components-3d==3.29.0
+  onnx==1.23.2 onnxruntime==1.32.0)
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -29,7 +31,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-if ! python3 -c "import scipy, nibabel, pydicom, pylibjpeg, libjpeg, highdicom, picai_eval, panoptica, cc3d" >/dev/null 2>&1; then
+if ! python3 -c "import scipy, nibabel, pydicom, pylibjpeg, libjpeg, highdicom, picai_eval, panoptica, cc3d, onnx, onnxruntime" >/dev/null 2>&1; then
   echo "== installing Python packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi

@@ -13,6 +13,7 @@ pub mod infer;
 pub mod losses;
 pub mod modelfile;
 pub mod network;
+pub mod onnx;
 pub mod sampling;
 pub mod segment;
 pub mod train;

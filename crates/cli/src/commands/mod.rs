@@ -4,6 +4,7 @@ pub mod convert;
 pub mod demo;
 pub mod dicom;
 pub mod evaluate;
+pub mod export;
 pub mod info;
 pub mod review;
 pub mod rtstruct;
