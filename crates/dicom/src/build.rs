@@ -78,17 +78,23 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// Date and time now as DICOM DA and TM strings (UTC).
-pub fn now_da_tm() -> (String, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+/// Date and time now, local to this machine, as DICOM DA and TM strings,
+/// with their Timezone Offset From UTC.
+pub fn now_da_tm() -> (String, String, String) {
+    local_da_tm(chrono::Local::now())
+}
+
+/// DICOM date, time and Timezone Offset From UTC (`+HHMM`) of a local time:
+/// dates in DICOM objects are local to the institution, and the offset
+/// (0008,0201) says which local time they are in (PS3.3 C.12.1.1.8).
+pub fn local_da_tm<Tz: chrono::TimeZone>(t: chrono::DateTime<Tz>) -> (String, String, String)
+where
+    Tz::Offset: std::fmt::Display,
+{
     (
-        format!("{y:04}{m:02}{d:02}"),
-        format!("{:02}{:02}{:02}", tod / 3600, (tod / 60) % 60, tod % 60),
+        t.format("%Y%m%d").to_string(),
+        t.format("%H%M%S").to_string(),
+        t.format("%z").to_string(),
     )
 }
 
@@ -232,7 +238,14 @@ mod tests {
                 "{u}"
             );
         }
-        let (d, t) = now_da_tm();
-        assert_eq!((d.len(), t.len()), (8, 6));
+        let (d, t, z) = now_da_tm();
+        assert_eq!((d.len(), t.len(), z.len()), (8, 6, 5));
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-29T01:30:00+02:00").unwrap();
+        assert_eq!(
+            local_da_tm(at),
+            ("20260329".into(), "013000".into(), "+0200".into())
+        );
+        let west = chrono::DateTime::parse_from_rfc3339("2026-12-01T23:59:59-05:00").unwrap();
+        assert_eq!(local_da_tm(west).2, "-0500");
     }
 }

@@ -6,7 +6,10 @@
 //! * A contour is assigned to the slice nearest its plane; points may be off
 //!   the slice by up to [`SLICE_TOLERANCE`] of the slice spacing (planning
 //!   systems round positions), otherwise the contour is refused.
-//! * All contours of one ROI on one slice are combined with XOR (holes).
+//! * All contours of one ROI on one slice are combined with the even-odd
+//!   rule (XOR: a contour inside another is a hole), or, chosen per file,
+//!   as a union ([`Combine`]; planning systems that draw overlapping parts
+//!   of one structure as separate contours need it).
 //! * POINT and OPEN_PLANAR contours have no inside and are skipped (with a
 //!   warning); contours outside the volume are skipped with a warning.
 //! * A structure set in another Frame of Reference is refused.
@@ -25,6 +28,7 @@ use serde::Serialize;
 
 use crate::contour::{rasterise_even_odd, Polygon};
 use crate::header::open_full;
+use crate::roi_select::Combine;
 use crate::rtstruct_write::RTSTRUCT_SOP_CLASS;
 use crate::Error;
 
@@ -93,8 +97,18 @@ pub fn read_rtstruct(
     reference: &Geometry,
     frame_of_reference_uid: &str,
 ) -> Result<RtStructMasks, Error> {
+    read_rtstruct_with(path, reference, frame_of_reference_uid, Combine::EvenOdd)
+}
+
+/// [`read_rtstruct`] with the contour combination rule chosen.
+pub fn read_rtstruct_with(
+    path: &Path,
+    reference: &Geometry,
+    frame_of_reference_uid: &str,
+    combine: Combine,
+) -> Result<RtStructMasks, Error> {
     let file = open_full(path)?;
-    rtstruct_masks(&file, path, reference, frame_of_reference_uid)
+    rtstruct_masks_with(&file, path, reference, frame_of_reference_uid, combine)
 }
 
 /// Rasterises a parsed structure set (`path` only names it in messages);
@@ -104,6 +118,23 @@ pub fn rtstruct_masks(
     path: &Path,
     reference: &Geometry,
     frame_of_reference_uid: &str,
+) -> Result<RtStructMasks, Error> {
+    rtstruct_masks_with(
+        obj,
+        path,
+        reference,
+        frame_of_reference_uid,
+        Combine::EvenOdd,
+    )
+}
+
+/// [`rtstruct_masks`] with the contour combination rule chosen.
+pub fn rtstruct_masks_with(
+    obj: &InMemDicomObject,
+    path: &Path,
+    reference: &Geometry,
+    frame_of_reference_uid: &str,
+    combine: Combine,
 ) -> Result<RtStructMasks, Error> {
     let sop = string(obj, tags::SOP_CLASS_UID);
     if sop != RTSTRUCT_SOP_CLASS {
@@ -222,7 +253,20 @@ pub fn rtstruct_masks(
         }
         let mut mask = vec![false; nx * ny * nz];
         for (k, polys) in &per_slice {
-            rasterise_even_odd(polys, nx, ny, &mut mask[k * nx * ny..(k + 1) * nx * ny]);
+            let plane = &mut mask[k * nx * ny..(k + 1) * nx * ny];
+            match combine {
+                Combine::EvenOdd => rasterise_even_odd(polys, nx, ny, plane),
+                Combine::Union => {
+                    let mut one = vec![false; nx * ny];
+                    for p in polys {
+                        one.fill(false);
+                        rasterise_even_odd(std::slice::from_ref(p), nx, ny, &mut one);
+                        for (m, &o) in plane.iter_mut().zip(&one) {
+                            *m |= o;
+                        }
+                    }
+                }
+            }
         }
         let voxels = mask.iter().filter(|&&b| b).count();
         rois.push(RoiInfo {

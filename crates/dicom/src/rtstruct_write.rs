@@ -68,26 +68,90 @@ impl RoiSpec {
 /// Series-level choices for the structure set.
 #[derive(Clone, Debug)]
 pub struct RtStructOptions {
+    /// Structure Set Label (SH, at most 16 characters).
     pub label: String,
+    /// Structure Set Name (LO); empty: not written.
+    pub name: String,
+    /// Structure Set Description (ST); empty: not written.
+    pub description: String,
     pub series_description: String,
     pub series_number: i32,
     /// ROI Generation Algorithm: AUTOMATIC, SEMIAUTOMATIC or MANUAL.
     pub generation_algorithm: String,
-    /// Fixed UIDs: SOP Instance `<root>.1` and Series `<root>.2` (the
-    /// service fixes them per job, so a re-run sends the same object);
-    /// default: new random UIDs.
-    pub uid_root: Option<String>,
+    /// ROI Generation Description (LO), for every ROI; empty: not written.
+    pub generation_description: String,
+    /// Manufacturer's Model Name: what made the contours.
+    pub model_name: String,
+    /// Fixed UIDs (the service fixes them per job, so a re-run sends the
+    /// same object and a later result supersedes an earlier one in the same
+    /// series); default: new random UIDs, instance number 1.
+    pub uids: Option<FixedUids>,
 }
 
 impl Default for RtStructOptions {
     fn default() -> Self {
         Self {
             label: "delineate".into(),
+            name: String::new(),
+            description: String::new(),
             series_description: "delineate contours".into(),
             series_number: 901,
             generation_algorithm: "AUTOMATIC".into(),
-            uid_root: None,
+            generation_description: String::new(),
+            model_name: "delineate".into(),
+            uids: None,
         }
+    }
+}
+
+/// The UIDs and instance number of one structure set in a series of
+/// revisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixedUids {
+    pub series: String,
+    pub instance: String,
+    pub instance_number: u32,
+}
+
+impl FixedUids {
+    /// Revision `revision` (≥ 1) of the AI result under `root`: Series
+    /// `root.2`, SOP Instance `root.1.revision`.
+    pub fn result(root: &str, revision: u32) -> Self {
+        Self {
+            series: format!("{root}.2"),
+            instance: format!("{root}.1.{revision}"),
+            instance_number: revision,
+        }
+    }
+
+    /// Revision `revision` (≥ 1) of the reviewed export under `root`: its
+    /// own series (`root.3`), SOP Instance `root.4.revision`.
+    pub fn reviewed(root: &str, revision: u32) -> Self {
+        Self {
+            series: format!("{root}.3"),
+            instance: format!("{root}.4.{revision}"),
+            instance_number: revision,
+        }
+    }
+}
+
+/// Checks a UID root given from outside (command line, database): digits
+/// and dots, no empty or zero-padded component, room for the suffixes
+/// [`FixedUids`] appends (a UID has at most 64 characters, PS3.5 9.1).
+pub fn check_uid_root(root: &str) -> Result<(), String> {
+    let ok = !root.is_empty()
+        && root.len() <= 52
+        && root.split('.').all(|c| {
+            !c.is_empty()
+                && c.chars().all(|d| d.is_ascii_digit())
+                && (c == "0" || !c.starts_with('0'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "UID root {root:?}: digits and dots, no empty or zero-padded component, at most 52 characters"
+        ))
     }
 }
 
@@ -119,6 +183,16 @@ fn label_boxes(labels: &Volume<u32>) -> HashMap<u32, ([usize; 3], [usize; 3])> {
         }
     }
     boxes
+}
+
+/// The patient position of in-plane index `ij` on the slice whose
+/// ImagePositionPatient is `ipp`: contours lie exactly in the plane of the
+/// image they reference (PS3.3 C.8.8.6.2), not on the regular grid built
+/// from all slices, which may differ by up to [`GRID_TOLERANCE_MM`].
+pub fn on_slice(g: &Geometry, ipp: [f64; 3], ij: [f64; 2]) -> [f64; 3] {
+    let m = g.index_to_world_matrix();
+    let v = m * nalgebra::Vector3::new(ij[0], ij[1], 0.0);
+    [ipp[0] + v.x, ipp[1] + v.y, ipp[2] + v.z]
 }
 
 fn roi_items(
@@ -156,11 +230,11 @@ fn roi_items(
         for poly in trace(&mask, w, h) {
             let mut points = Vec::with_capacity(poly.len() * 3);
             for p in &poly {
-                points.extend_from_slice(&g.index_to_world([
-                    p[0] + lo[0] as f64,
-                    p[1] + lo[1] as f64,
-                    k as f64,
-                ]));
+                points.extend_from_slice(&on_slice(
+                    g,
+                    slice.image_position,
+                    [p[0] + lo[0] as f64, p[1] + lo[1] as f64],
+                ));
             }
             let image_ref = image_ref(slice);
             contours.push(item([
@@ -252,7 +326,7 @@ pub fn build_rtstruct(
             ),
         ));
     }
-    let (date, time) = now_da_tm();
+    let (date, time, tz) = now_da_tm();
     let for_uid = meta.frame_of_reference_uid.clone();
     let mut roi_contours = Vec::new();
     let mut set_rois = Vec::new();
@@ -289,6 +363,13 @@ pub fn build_rtstruct(
         if !roi.description.is_empty() {
             set.push(text(tags::ROI_DESCRIPTION, VR::ST, roi.description.clone()));
         }
+        if !opts.generation_description.is_empty() {
+            set.push(text(
+                tags::ROI_GENERATION_DESCRIPTION,
+                VR::LO,
+                opts.generation_description.clone(),
+            ));
+        }
         set_rois.push(item(set));
         observations.push(item([
             text(tags::OBSERVATION_NUMBER, VR::IS, number.to_string()),
@@ -323,16 +404,18 @@ pub fn build_rtstruct(
         text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid.clone()),
         seq(tags::RT_REFERENCED_STUDY_SEQUENCE, vec![study_ref]),
     ]);
-    let (sop_instance, series_instance) = match &opts.uid_root {
-        Some(r) => (format!("{r}.1"), format!("{r}.2")),
-        None => (new_uid(), new_uid()),
-    };
+    let uids = opts.uids.clone().unwrap_or_else(|| FixedUids {
+        series: new_uid(),
+        instance: new_uid(),
+        instance_number: 1,
+    });
     let mut obj = item([
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, tz.clone()),
         text(tags::INSTANCE_CREATION_DATE, VR::DA, date.clone()),
         text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
         text(tags::SOP_CLASS_UID, VR::UI, RTSTRUCT_SOP_CLASS),
-        text(tags::SOP_INSTANCE_UID, VR::UI, sop_instance),
+        text(tags::SOP_INSTANCE_UID, VR::UI, uids.instance),
         text(tags::MODALITY, VR::CS, "RTSTRUCT"),
         text(tags::MANUFACTURER, VR::LO, "delineate"),
         text(
@@ -341,11 +424,19 @@ pub fn build_rtstruct(
             opts.series_description.clone(),
         ),
         text(tags::OPERATORS_NAME, VR::PN, ""),
-        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
+        text(
+            tags::MANUFACTURER_MODEL_NAME,
+            VR::LO,
+            opts.model_name.clone(),
+        ),
         text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, series_instance),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, uids.series),
         text(tags::SERIES_NUMBER, VR::IS, opts.series_number.to_string()),
-        text(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        text(
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            uids.instance_number.to_string(),
+        ),
         text(tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid),
         text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
         text(tags::STRUCTURE_SET_LABEL, VR::SH, opts.label.clone()),
@@ -356,6 +447,14 @@ pub fn build_rtstruct(
         seq(tags::ROI_CONTOUR_SEQUENCE, roi_contours),
         seq(tags::RTROI_OBSERVATIONS_SEQUENCE, observations),
     ]);
+    for (tag, vr, v) in [
+        (tags::STRUCTURE_SET_NAME, VR::LO, &opts.name),
+        (tags::STRUCTURE_SET_DESCRIPTION, VR::ST, &opts.description),
+    ] {
+        if !v.is_empty() {
+            obj.put(text(tag, vr, v.clone()));
+        }
+    }
     for e in patient_study_elements(&meta.patient, &meta.study) {
         obj.put(e);
     }

@@ -89,7 +89,7 @@ pub fn build_seg(
     if bits.len() % 2 == 1 {
         bits.push(0);
     }
-    let (date, time) = now_da_tm();
+    let (date, time, tz) = now_da_tm();
     let dim_uid = new_uid();
     let d = reference.direction;
     let iop = [d[0][0], d[1][0], d[2][0], d[0][1], d[1][1], d[2][1]];
@@ -153,7 +153,10 @@ pub fn build_seg(
                     tags::PLANE_POSITION_SEQUENCE,
                     vec![item([ds_values(
                         tags::IMAGE_POSITION_PATIENT,
-                        &reference.index_to_world([0.0, 0.0, k as f64]),
+                        // The referenced image's own position, not the
+                        // regular grid's: the two differ by up to the grid
+                        // tolerance, and viewers match frames to images by it.
+                        &meta.slices[k].image_position,
                     )])],
                 ),
                 seq(
@@ -196,6 +199,7 @@ pub fn build_seg(
             VR::CS,
             PrimitiveValue::Strs(["DERIVED", "PRIMARY"].map(String::from).to_vec().into()),
         ),
+        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, tz.clone()),
         text(tags::INSTANCE_CREATION_DATE, VR::DA, date.clone()),
         text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
         text(tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS),

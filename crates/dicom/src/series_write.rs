@@ -37,6 +37,10 @@ pub struct SeriesWriteOptions {
     pub series_number: i32,
     /// Frame of Reference UID; empty gets a new one.
     pub frame_of_reference_uid: String,
+    /// The acquisition the series stands for (a simulated scan: image type
+    /// ORIGINAL\PRIMARY, contrast agent, sequence and timing). None: a
+    /// converted volume (DERIVED\SECONDARY, timing unknown).
+    pub acquisition: Option<crate::Acquisition>,
 }
 
 impl Default for SeriesWriteOptions {
@@ -51,6 +55,7 @@ impl Default for SeriesWriteOptions {
             series_description: "delineate".into(),
             series_number: 1,
             frame_of_reference_uid: String::new(),
+            acquisition: None,
         }
     }
 }
@@ -61,6 +66,27 @@ struct Storage {
     signed: bool,
     slope: f64,
     intercept: f64,
+}
+
+fn or_value(v: &[String], default: &str) -> Vec<String> {
+    if v.is_empty() {
+        vec![default.to_string()]
+    } else {
+        v.to_vec()
+    }
+}
+
+/// A multi-valued code string element.
+fn strs(tag: dicom_core::Tag, values: &[String]) -> InMemElement {
+    InMemElement::new(tag, VR::CS, PrimitiveValue::Strs(values.to_vec().into()))
+}
+
+/// A DS element, present and empty when the value is unknown (type 2).
+fn opt_ds(tag: dicom_core::Tag, v: Option<f64>) -> InMemElement {
+    match v {
+        Some(x) => ds_values(tag, &[x]),
+        None => text(tag, VR::DS, ""),
+    }
 }
 
 fn choose_storage(vol: &Volume<f32>) -> Storage {
@@ -129,7 +155,7 @@ pub fn write_mr_series(
     if study.instance_uid.is_empty() {
         study.instance_uid = new_uid();
     }
-    let (date, time) = now_da_tm();
+    let (date, time, tz) = now_da_tm();
     if study.date.is_empty() {
         study.date = date.clone();
         study.time = time.clone();
@@ -150,6 +176,23 @@ pub fn write_mr_series(
     let d = g.direction;
     let iop = [d[0][0], d[1][0], d[2][0], d[0][1], d[1][1], d[2][1]];
     let normal = [d[0][2], d[1][2], d[2][2]];
+    let acq = opts.acquisition.clone().unwrap_or_default();
+    let (image_type, scanning, variant) = match &opts.acquisition {
+        Some(a) => (
+            if a.image_type.is_empty() {
+                vec!["ORIGINAL".into(), "PRIMARY".into(), "M".into(), "ND".into()]
+            } else {
+                a.image_type.clone()
+            },
+            or_value(&a.scanning_sequence, "GR"),
+            or_value(&a.sequence_variant, "NONE"),
+        ),
+        None => (
+            vec!["DERIVED".into(), "SECONDARY".into(), "OTHER".into()],
+            vec!["RM".into()],
+            vec!["NONE".into()],
+        ),
+    };
     let slices: Vec<SliceRef> = (0..nz)
         .into_par_iter()
         .map(|k| {
@@ -173,16 +216,8 @@ pub fn write_mr_series(
             let mut elements: Vec<InMemElement> = patient_study_elements(&opts.patient, &study);
             elements.extend([
                 text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-                InMemElement::new(
-                    tags::IMAGE_TYPE,
-                    VR::CS,
-                    PrimitiveValue::Strs(
-                        ["DERIVED", "SECONDARY", "OTHER"]
-                            .map(String::from)
-                            .to_vec()
-                            .into(),
-                    ),
-                ),
+                strs(tags::IMAGE_TYPE, &image_type),
+                text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, tz.clone()),
                 text(tags::INSTANCE_CREATION_DATE, VR::DA, date.clone()),
                 text(tags::INSTANCE_CREATION_TIME, VR::TM, time.clone()),
                 text(tags::SOP_CLASS_UID, VR::UI, MR_IMAGE_STORAGE),
@@ -200,13 +235,14 @@ pub fn write_mr_series(
                 text(tags::LATERALITY, VR::CS, ""),
                 text(tags::PATIENT_POSITION, VR::CS, ""),
                 text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "delineate"),
-                text(tags::SCANNING_SEQUENCE, VR::CS, "RM"),
-                text(tags::SEQUENCE_VARIANT, VR::CS, "NONE"),
+                strs(tags::SCANNING_SEQUENCE, &scanning),
+                strs(tags::SEQUENCE_VARIANT, &variant),
                 text(tags::SCAN_OPTIONS, VR::CS, ""),
                 text(tags::MR_ACQUISITION_TYPE, VR::CS, "3D"),
                 ds_values(tags::SLICE_THICKNESS, &[g.spacing[2]]),
-                text(tags::REPETITION_TIME, VR::DS, ""),
-                text(tags::ECHO_TIME, VR::DS, ""),
+                opt_ds(tags::REPETITION_TIME, acq.repetition_time_ms),
+                opt_ds(tags::ECHO_TIME, acq.echo_time_ms),
+                text(tags::IMAGES_IN_ACQUISITION, VR::IS, nz.to_string()),
                 text(tags::ECHO_TRAIN_LENGTH, VR::IS, ""),
                 ds_values(tags::SPACING_BETWEEN_SLICES, &[g.spacing[2]]),
                 text(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
@@ -229,6 +265,15 @@ pub fn write_mr_series(
                 us(tags::PIXEL_REPRESENTATION, u16::from(storage.signed)),
                 InMemElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(bytes.into())),
             ]);
+            if let Some(agent) = &acq.contrast_agent {
+                elements.push(text(tags::CONTRAST_BOLUS_AGENT, VR::LO, agent.clone()));
+            }
+            if let Some(ti) = acq.inversion_time_ms {
+                elements.push(ds_values(tags::INVERSION_TIME, &[ti]));
+            }
+            if let Some(fa) = acq.flip_angle_deg {
+                elements.push(ds_values(tags::FLIP_ANGLE, &[fa]));
+            }
             if storage.slope != 1.0 || storage.intercept != 0.0 {
                 elements.push(ds_values(tags::RESCALE_INTERCEPT, &[storage.intercept]));
                 elements.push(ds_values(tags::RESCALE_SLOPE, &[storage.slope]));
