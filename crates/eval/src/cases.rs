@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use delineate_dicom::{read_rtstruct, read_series, ReadOptions};
+use delineate_dicom::{read_rtstruct_with, read_series, ReadOptions, RoiSelection};
 use delineate_imaging::{read_nifti_any, AnyVolume, Volume};
 
 use crate::layout::{self, Layout, LesionLabels};
@@ -35,6 +35,8 @@ pub enum TruthSource {
     RtStruct {
         rtstruct: PathBuf,
         reference: PathBuf,
+        /// Which ROIs are lesions (default: GTVs).
+        rois: RoiSelection,
     },
 }
 
@@ -102,6 +104,7 @@ pub fn discover_truth_in(
     dir: &Path,
     layout: Option<Layout>,
     labels: Option<Vec<u32>>,
+    rois: &RoiSelection,
 ) -> Result<BTreeMap<String, TruthSource>, Error> {
     let layout = layout.unwrap_or_else(|| layout::detect(dir));
     let lesions = match labels {
@@ -111,8 +114,9 @@ pub fn discover_truth_in(
     if layout == Layout::Delineate {
         let mut out = discover_truth(dir)?;
         for src in out.values_mut() {
-            if let TruthSource::Nifti { lesions: l, .. } = src {
-                *l = lesions.clone();
+            match src {
+                TruthSource::Nifti { lesions: l, .. } => *l = lesions.clone(),
+                TruthSource::RtStruct { rois: r, .. } => *r = rois.clone(),
             }
         }
         return Ok(out);
@@ -178,6 +182,7 @@ pub fn discover_truth(dir: &Path) -> Result<BTreeMap<String, TruthSource>, Error
                     TruthSource::RtStruct {
                         rtstruct: p.join("rtstruct.dcm"),
                         reference,
+                        rois: RoiSelection::default(),
                     },
                 );
             }
@@ -326,13 +331,23 @@ pub fn load_truth(src: &TruthSource) -> Result<(Volume<u32>, HashMap<u32, String
         TruthSource::RtStruct {
             rtstruct,
             reference,
+            rois,
         } => {
             let series = read_series(reference, &ReadOptions::default(), None)?;
             let g = series.volume.geometry().clone();
-            let rt = read_rtstruct(rtstruct, &g, &series.meta.frame_of_reference_uid)?;
-            let labels = rt.label_map(&g);
-            let kinds = rt
-                .rois
+            let rt = read_rtstruct_with(
+                rtstruct,
+                &g,
+                &series.meta.frame_of_reference_uid,
+                rois.combine,
+            )?;
+            let selected = rt.select(rois, &g, rtstruct)?;
+            if let Some(note) = selected.ignored_note() {
+                tracing::info!("{}: {note}", rtstruct.display());
+            }
+            let labels = selected.labels;
+            let kinds = selected
+                .chosen
                 .iter()
                 .enumerate()
                 .filter_map(|(n, r)| kind_of_name(&r.name).map(|k| (n as u32 + 1, k)))

@@ -84,6 +84,9 @@ pub struct EvalOptions {
     /// Label values that are lesion (`None`: the layout's default).
     #[serde(default)]
     pub labels: Option<Vec<u32>>,
+    /// Which ROIs of structure-set truths are lesions (default: GTVs).
+    #[serde(skip)]
+    pub rois: delineate_dicom::RoiSelection,
 }
 
 impl Default for EvalOptions {
@@ -98,6 +101,7 @@ impl Default for EvalOptions {
             brats: None,
             layout: None,
             labels: None,
+            rois: Default::default(),
         }
     }
 }
@@ -137,7 +141,7 @@ pub fn evaluate(
             "--component-threshold must lie in [0, 1)".into(),
         ));
     }
-    let truth = cases::discover_truth_in(truth_dir, opts.layout, opts.labels.clone())?;
+    let truth = cases::discover_truth_in(truth_dir, opts.layout, opts.labels.clone(), &opts.rois)?;
     let preds: Vec<BTreeMap<String, PathBuf>> = experiments
         .iter()
         .map(|(_, d)| cases::discover_predictions(d, opts.score))

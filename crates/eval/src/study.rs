@@ -163,7 +163,9 @@ fn load_mask(path: &Path, reference: Option<&Path>) -> Result<Volume<bool>, Erro
         let series = read_series(reference, &ReadOptions::default(), None)?;
         let g = series.volume.geometry().clone();
         let rt = read_rtstruct(path, &g, &series.meta.frame_of_reference_uid)?;
-        return Ok(rt.label_map(&g).map(|&v| v > 0));
+        // The study compares lesion contours: GTV-type ROIs, as everywhere.
+        let selected = rt.select(&delineate_dicom::RoiSelection::default(), &g, path)?;
+        return Ok(selected.labels.map(|&v| v > 0));
     }
     let (v, _) = read_nifti_any(path)?;
     let labels = v.to_labels().map_err(|bad| {

@@ -270,9 +270,10 @@ fn bootstrap_is_deterministic_under_a_seed() {
     cases.extend(two_cases());
     cases.extend(two_cases());
     let thr = delineate_eval::curves::sigmoid_grid();
+    // The paper's procedure: 100 subsamples of 80 % without replacement.
     let opts = BootstrapOptions {
         seed: 42,
-        ..Default::default()
+        ..BootstrapOptions::paper()
     };
     let a = bootstrap(&cases, &thr, &[], &[], &opts);
     let b = bootstrap(&cases, &thr, &[], &[], &opts);
@@ -289,17 +290,17 @@ fn bootstrap_is_deterministic_under_a_seed() {
         10,
         &BootstrapOptions {
             seed: 43,
-            ..Default::default()
+            ..BootstrapOptions::paper()
         },
     );
     assert_ne!(d, other);
-    let wr = draws(
-        10,
-        &BootstrapOptions {
-            resampling: Resampling::WithReplacement,
-            ..Default::default()
-        },
-    );
+    // The default: the classic bootstrap, 1000 resamples with replacement.
+    let wr = draws(10, &BootstrapOptions::default());
+    assert_eq!(wr.len(), 1000);
+    assert!(matches!(
+        BootstrapOptions::default().resampling,
+        Resampling::WithReplacement
+    ));
     assert!(wr.iter().all(|s| s.len() == 10));
     assert!(wr.iter().any(|s| {
         let mut u = s.clone();

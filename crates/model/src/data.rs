@@ -22,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
-use delineate_dicom::{read_rtstruct, read_series, ReadOptions};
+use delineate_dicom::{read_rtstruct_with, read_series, ReadOptions, RoiSelection};
 use delineate_imaging::resample::trilinear_at;
 use delineate_imaging::{read_nifti_f32, Volume};
 use rand::Rng;
@@ -92,17 +92,21 @@ pub enum CaseSource {
 pub struct CaseRef {
     pub name: String,
     pub source: CaseSource,
+    /// Which ROIs of a case's structure set are lesions (default: GTVs).
+    pub rois: RoiSelection,
 }
 
 /// The cases of a dataset in `layout` (`None`: detected; delineate's,
 /// nnU-Net raw or BraTS, [`delineate_eval::layout`]), sorted by name;
 /// `labels` are the lesion label values (`None`: the layout's default),
-/// `channel` the nnU-Net channel of the contrast-enhanced T1.
+/// `channel` the nnU-Net channel of the contrast-enhanced T1, `rois` the
+/// lesion ROIs of structure sets.
 pub fn dataset(
     dir: &Path,
     layout: Option<Layout>,
     labels: Option<Vec<u32>>,
     channel: usize,
+    rois: &RoiSelection,
 ) -> Result<Vec<CaseRef>, Error> {
     let layout = layout.unwrap_or_else(|| delineate_eval::layout::detect(dir));
     if layout == Layout::Delineate {
@@ -111,6 +115,7 @@ pub fn dataset(
             .map(|(name, d)| CaseRef {
                 name,
                 source: CaseSource::Folder(d),
+                rois: rois.clone(),
             })
             .collect());
     }
@@ -143,6 +148,7 @@ pub fn dataset(
                     truth: c.truth?,
                     lesions: lesions.clone(),
                 },
+                rois: rois.clone(),
             })
         })
         .collect())
@@ -151,7 +157,7 @@ pub fn dataset(
 /// Reads a case as acquired, in any layout.
 pub fn read_case(c: &CaseRef) -> Result<RawCase, Error> {
     match &c.source {
-        CaseSource::Folder(d) => read_raw_case(d),
+        CaseSource::Folder(d) => read_raw_case_with(d, &c.rois),
         CaseSource::Files {
             image,
             truth,
@@ -182,6 +188,11 @@ pub struct RawCase {
 
 /// Reads a case folder as acquired (image and truth on the image grid).
 pub fn read_raw_case(dir: &Path) -> Result<RawCase, Error> {
+    read_raw_case_with(dir, &RoiSelection::default())
+}
+
+/// [`read_raw_case`] taking `rois` of a structure set as the lesions.
+pub fn read_raw_case_with(dir: &Path, rois: &RoiSelection) -> Result<RawCase, Error> {
     if dir.join("image.nii.gz").is_file() {
         let (image, _) = read_nifti_f32(&dir.join("image.nii.gz"))?;
         let (t, _) = read_nifti_f32(&dir.join("truth.nii.gz"))?;
@@ -198,15 +209,15 @@ pub fn read_raw_case(dir: &Path) -> Result<RawCase, Error> {
     }
     let series = read_series(&dir.join("dicom"), &ReadOptions::default(), None)?;
     let g = series.volume.geometry().clone();
-    let rt = read_rtstruct(
-        &dir.join("rtstruct.dcm"),
-        &g,
-        &series.meta.frame_of_reference_uid,
-    )?;
-    let truth = rt.label_map(&g);
+    let path = dir.join("rtstruct.dcm");
+    let rt = read_rtstruct_with(&path, &g, &series.meta.frame_of_reference_uid, rois.combine)?;
+    let selected = rt.select(rois, &g, &path)?;
+    if let Some(note) = selected.ignored_note() {
+        tracing::info!("{}: {note}", path.display());
+    }
     Ok(RawCase {
         image: series.volume,
-        truth,
+        truth: selected.labels,
     })
 }
 
@@ -247,6 +258,7 @@ pub fn load_case(name: &str, dir: &Path, pre: &Preprocessing) -> Result<Case, Er
     let c = CaseRef {
         name: name.to_string(),
         source: CaseSource::Folder(dir.to_path_buf()),
+        rois: RoiSelection::default(),
     };
     load_case_ref(&c, pre)
 }
@@ -489,6 +501,7 @@ pub fn load_case_cached(
     let c = CaseRef {
         name: name.to_string(),
         source: CaseSource::Folder(dir.to_path_buf()),
+        rois: RoiSelection::default(),
     };
     load_case_ref_cached(&c, pre, cache)
 }

@@ -14,6 +14,7 @@ pub mod losses;
 pub mod modelfile;
 pub mod network;
 pub mod onnx;
+pub mod result;
 pub mod sampling;
 pub mod segment;
 pub mod train;

@@ -74,6 +74,19 @@ pub fn write_case(out: &Path, case: &SynthCase, dicom: bool) -> Result<PathBuf, 
             },
             series_description: "T1 post-contrast (synthetic)".into(),
             series_number: 1,
+            // What the synthetic image stands for: a contrast-enhanced 3D
+            // T1 gradient echo (MPRAGE-like), so that DICOM routing treats
+            // it as a real post-contrast series would be treated.
+            acquisition: Some(delineate_dicom::Acquisition {
+                contrast_agent: Some("gadobutrol (synthetic)".into()),
+                scanning_sequence: vec!["GR".into(), "IR".into()],
+                sequence_variant: vec!["SK".into(), "SP".into(), "MP".into()],
+                repetition_time_ms: Some(2300.0),
+                echo_time_ms: Some(2.3),
+                inversion_time_ms: Some(900.0),
+                flip_angle_deg: Some(8.0),
+                ..Default::default()
+            }),
             frame_of_reference_uid: String::new(),
         };
         let image = case.image.map(|&v| v as f32);
