@@ -29,8 +29,9 @@ try {
   // The first lesion is selected and drawn at start.
   await page.waitForFunction(() => document.querySelector("#axial").dataset.slice !== undefined);
   out.initial_slice = +(await page.$eval("#axial", (c) => c.dataset.slice));
-  await page.fill("#reviewer", "Dr Test");
-  await page.press("#reviewer", "Tab");
+  // The reviewer is the signed-in account, shown and not editable.
+  out.reviewer_shown = await page.inputValue("#reviewer");
+  out.reviewer_readonly = await page.$eval("#reviewer", (e) => e.readOnly);
 
   // Click the false positive: the views jump to it; reject it with the key.
   const fp = env.FP_ID;

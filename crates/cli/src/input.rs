@@ -130,3 +130,33 @@ pub fn fresh_output_dir(dir: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
 }
+
+/// Which ROIs of a structure set are lesions (`train`, `evaluate`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RoiArgs {
+    /// Structure sets: ROIs whose name matches this regular expression
+    /// are lesions (`(?i)` for any case). With it, any interpreted type
+    /// unless --roi-type is given too.
+    #[arg(long, value_name = "REGEX")]
+    pub roi: Option<String>,
+    /// Structure sets: RT ROI Interpreted Types that are lesions,
+    /// comma-separated, or `any`. Default: GTV (BODY, organs at risk,
+    /// PTVs and the rest are listed and ignored).
+    #[arg(long, value_name = "TYPES")]
+    pub roi_type: Option<String>,
+    /// How the contours of one ROI on one slice combine: even-odd (a
+    /// contour inside another is a hole; DICOM's intent) or union.
+    #[arg(long, default_value = "even-odd", value_parser = ["even-odd", "union"])]
+    pub contours: String,
+}
+
+impl RoiArgs {
+    pub fn selection(&self) -> Result<delineate_dicom::RoiSelection> {
+        let combine = self
+            .contours
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--contours: {e}"))?;
+        delineate_dicom::RoiSelection::parse(self.roi.as_deref(), self.roi_type.as_deref(), combine)
+            .map_err(|e| anyhow::anyhow!("--roi/--roi-type: {e}"))
+    }
+}

@@ -48,6 +48,12 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     Serve(commands::serve::ServeArgs),
     Review(commands::review::ReviewArgs),
+    /// Accounts of the service: add, list, revoke.
+    #[command(subcommand)]
+    User(commands::user::UserCommand),
+    /// The service's audit log: verify its hash chain.
+    #[command(subcommand)]
+    Audit(commands::user::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +85,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => commands::demo::run(&a),
         Command::Serve(a) => commands::serve::run(&a),
         Command::Review(a) => commands::review::run(&a),
+        Command::User(c) => commands::user::run(&c),
+        Command::Audit(c) => commands::user::run_audit(&c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

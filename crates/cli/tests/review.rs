@@ -72,7 +72,14 @@ print(json.dumps({{"fp_slice": int(np.argmin([abs(z - fp_z) for z in zs])), "n":
 /// Starts `delineate review` on a free port; returns it and the page link.
 fn review(case_dir: &Path) -> (Child, String) {
     let mut child = Command::new(bin())
-        .args(["review", &s(case_dir), "--port", "0"])
+        .args([
+            "review",
+            &s(case_dir),
+            "--port",
+            "0",
+            "--reviewer",
+            "Dr Test",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -172,6 +179,8 @@ fn triage_in_a_real_browser_exports_only_the_accepted_lesions() {
         serde_json::json!([[1, "accepted"], [2, "rejected"], [3, "accepted"]])
     );
     assert_eq!(r["exported"], 2);
+    assert_eq!(r["reviewer_shown"], "Dr Test");
+    assert_eq!(r["reviewer_readonly"], true);
     assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
 
     // What the page wrote: decisions, an RTSTRUCT of the two accepted

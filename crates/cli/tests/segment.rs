@@ -113,8 +113,14 @@ print(json.dumps({{"series": ref.SeriesInstanceUID == ser.SeriesInstanceUID,
     assert_eq!(d["seg"], true);
     let names = d["names"].as_array().unwrap();
     assert_eq!(names.len() as u64, n);
-    assert_eq!(names[0], "Lesion 1");
-    assert!(d["desc"][0].as_str().unwrap().contains("max probability"));
+    // An unreviewed AI draft, labelled as one.
+    assert_eq!(names[0], "AI draft L1");
+    let desc = d["desc"][0].as_str().unwrap();
+    assert!(desc.starts_with("UNREVIEWED AI DRAFT"), "{desc}");
+    assert!(
+        desc.contains("max probability") && desc.contains("sha256:"),
+        "{desc}"
+    );
 
     // The same image as NIfTI: the same probabilities; --dicom-out writes a
     // series and a structure set that references it.

@@ -108,7 +108,14 @@ fn encoded(file: &str, explicit: bool) -> (Vec<u8>, String, String) {
 fn malformed_dicom_is_refused_cleanly_and_the_node_keeps_running() {
     let tmp = tempfile::tempdir().unwrap();
     let case = mr_series();
-    let srv = Server::start(&tmp.path().join("svc"), &[], "");
+    let srv = Server::start_with(
+        &tmp.path().join("svc"),
+        &[],
+        &Setup {
+            incomplete_wait_s: 1.0,
+            ..Default::default()
+        },
+    );
     let port = srv.dicom_port;
 
     // Not DICOM at all; a PDU claiming 4 GiB; half an A-ASSOCIATE-RQ; an
@@ -198,11 +205,21 @@ fn malformed_dicom_is_refused_cleanly_and_the_node_keeps_running() {
     }
     assert_alive(&srv);
 
-    // Only the one good instance became a job.
-    let jobs = srv.wait_jobs(120, |j| {
-        j.len() == 1 && (j[0]["state"] == "done" || j[0]["state"] == "failed")
-    });
-    assert_eq!(jobs[0]["instances"], 1);
+    // The one good instance was stored, but one slice of a series that
+    // announces more is never contoured: it is refused as incomplete.
+    let t = std::time::Instant::now();
+    while srv.events("series_incomplete").is_empty() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            srv.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let inc = &srv.events("series_incomplete")[0];
+    assert_eq!(inc["instances"], 1, "{inc}");
+    assert!(inc["reason"].as_str().unwrap().contains("1 of "), "{inc}");
+    assert!(srv.jobs().is_empty());
     let refused: u64 = srv
         .events("association")
         .iter()
@@ -355,8 +372,13 @@ fn http_uploads_work_and_bad_ones_are_refused() {
         .0,
         404
     );
+    // Zip slip twice, junk, no DICOM, too large: each refused and logged.
     let refused = srv.events("upload_refused");
-    assert_eq!(refused.len(), 4, "{refused:#?}");
+    assert_eq!(refused.len(), 5, "{refused:#?}");
+    assert!(refused.iter().any(|e| e["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("max_upload_mib")));
     assert_alive(&srv);
 }
 

@@ -213,7 +213,7 @@ fn dcmtk_peers_echo_store_route_and_receive_a_valid_rtstruct() {
     let (code, b) = srv.http(
         "POST",
         &format!("/review/{id}/api/decisions"),
-        Some(TOKEN),
+        Some(&srv.reviewer),
         Some(&body),
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
@@ -221,17 +221,32 @@ fn dcmtk_peers_echo_store_route_and_receive_a_valid_rtstruct() {
     let (code, b) = srv.http(
         "POST",
         &format!("/review/{id}/api/export"),
-        Some(TOKEN),
+        Some(&srv.reviewer),
         Some(&body),
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
     let e: serde_json::Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!(e["sent"][0]["ok"], true, "{e}");
-    assert_eq!(tps.received().len(), 2);
+    assert_eq!(e["queued"], serde_json::json!(["tps"]), "{e}");
+    assert_eq!(e["revision"], 1, "{e}");
+    // Delivered by the delivery loop, with its own delivery record.
+    let t = Instant::now();
+    while tps.received().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", srv.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let reviewed = srv.events("review_export");
     assert_eq!(reviewed.len(), 1);
-    assert_eq!(reviewed[0]["reviewer"], "physicist");
+    // The reviewer is the account, whatever the body says.
+    assert_eq!(reviewed[0]["reviewer"], "Dr Review");
     assert_ne!(reviewed[0]["rtstruct_uid"], f["sop"]);
+    let j = srv.wait_jobs(60, |j| j[0]["state"] == "reviewed");
+    assert_eq!(j[0]["state"], "reviewed");
+    let d = srv.get_json(&format!("/v1/jobs/{id}"));
+    assert!(d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["object"] == "reviewed.1" && x["state"] == "delivered"));
 
     // The audit log names who sent what, never the patient.
     let audit = std::fs::read_to_string(srv.dir.join("store/audit.jsonl")).unwrap();

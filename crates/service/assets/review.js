@@ -41,14 +41,17 @@ async function main() {
   document.title = "delineate review · " + m.name;
   [state.lo, state.hi] = m.window;
   state.decisions = Object.fromEntries(Object.entries(m.review.decisions || {}).map(([k, v]) => [+k, v]));
-  $("reviewer").value = m.review.reviewer || localStorage.getItem("delineate-reviewer") || "";
+  // The reviewer is the signed-in account (the server records it).
+  $("reviewer").value = m.user || m.review.reviewer || "";
+  $("reviewer").readOnly = true;
   $("send").hidden = !m.can_send;
   $("export").disabled = !m.can_export_rtstruct;
   state.cursor = m.size.map((n) => Math.floor(n / 2));
   renderList();
   if (m.lesions.length) select(0);
   else refresh();
-  status(`${m.lesions.length} proposed lesion(s)`);
+  const notes = (m.notices || []).join(" · ");
+  status(`${m.lesions.length} proposed lesion(s), AI draft by ${m.model || "the model"}` + (notes ? " · " + notes : ""), !!notes);
   $("wl-lo").value = state.lo.toFixed(0);
   $("wl-hi").value = state.hi.toFixed(0);
 }
@@ -118,7 +121,8 @@ async function exportRt(send) {
   const r = await api("export", { method: "POST", body: JSON.stringify({ send }), headers: { "Content-Type": "application/json" } });
   const j = await r.json().catch(() => ({}));
   if (!r.ok) return status(j.error || `export failed (${r.status})`, true);
-  const sent = (j.sent || []).map((s) => `${s.destination}: ${s.ok ? "sent" : "failed (" + s.error + ")"}`).join("; ");
+  const sent = (j.queued || []).map((d) => `${d}: queued for delivery`).join("; ")
+    + (j.unchanged ? ` (revision ${j.revision} unchanged: nothing new)` : ` (revision ${j.revision})`);
   $("status").innerHTML = "";
   const a = document.createElement("a");
   a.textContent = `RTSTRUCT with ${j.rois} lesion(s)`;

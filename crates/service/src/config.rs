@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
 use serde::Deserialize;
 
+pub use crate::routing::{Action, Decision, Presence, RouteRule, SeriesFacts};
 use crate::Error;
 
 /// DICOM AE titles are at most 16 characters (PS3.5 Table 6.2-1, VR AE).
@@ -50,6 +50,12 @@ pub struct Node {
     /// (routers use 5–30 s; a slow sender needs more).
     #[serde(default = "default_quiet")]
     pub quiet_period_s: f64,
+    /// Seconds a series whose slice positions show a gap (or fewer images
+    /// than Images in Acquisition says) waits for the missing slices after
+    /// its last instance; then it is refused as incomplete, never
+    /// contoured as a slab.
+    #[serde(default = "default_incomplete_wait")]
+    pub incomplete_wait_s: f64,
     /// Associations served at once; more are refused (transient).
     #[serde(default = "default_max_associations")]
     pub max_associations: usize,
@@ -59,6 +65,27 @@ pub struct Node {
     /// Largest PDU we accept (bytes).
     #[serde(default = "default_max_pdu")]
     pub max_pdu: u32,
+    /// Largest instance (MiB): an Enhanced MR of a whole series fits.
+    #[serde(default = "default_max_instance_mib")]
+    pub max_instance_mib: u64,
+    /// Bytes one association may send in all (MiB); then it is aborted.
+    #[serde(default = "default_max_association_mib")]
+    pub max_association_mib: u64,
+    /// DICOM TLS (PS3.15 B.1) on this port, with `tls_cert` and `tls_key`
+    /// (PEM); `tls_client_ca` makes it require client certificates signed
+    /// by that CA. The plain `port` stays open unless `plain = false`.
+    pub tls_port: Option<u16>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve unencrypted DICOM on `port` (set false to allow TLS only).
+    #[serde(default = "yes")]
+    pub plain: bool,
+    /// Per calling AE title, the addresses it may connect from (CIDR, e.g.
+    /// `PACS = ["10.1.2.0/24"]`); an AE title not listed may connect from
+    /// anywhere (its title must still be in `allowed_aes`).
+    #[serde(default)]
+    pub allowed_ips: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,21 +93,45 @@ pub struct Node {
 pub struct Http {
     #[serde(default = "default_http_bind")]
     pub bind: String,
-    /// The bearer token, or…
+    /// Accounts (`delineate user add`): each person's own token and role.
+    pub users_file: Option<PathBuf>,
+    /// A shared bearer token for automation (acts as an operator named
+    /// `shared-token`: uploads, never reviews), or…
     pub token: Option<String>,
     /// …a file holding it (relative to the config file).
     pub token_file: Option<PathBuf>,
-    /// Largest upload to POST /v1/studies, in MiB.
+    /// Largest upload to POST /v1/studies, in MiB (streamed to disk).
     #[serde(default = "default_upload_mib")]
     pub max_upload_mib: u64,
+    /// Uploads received at once; more get 503 with Retry-After.
+    #[serde(default = "default_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
+    /// Entries in an uploaded zip.
+    #[serde(default = "default_zip_entries")]
+    pub max_zip_entries: usize,
+    /// What an uploaded zip may expand to, in MiB…
+    #[serde(default = "default_unzipped_mib")]
+    pub max_unzipped_mib: u64,
+    /// …and at most this many times its own size.
+    #[serde(default = "default_zip_ratio")]
+    pub max_zip_ratio: u64,
+    /// HTTPS: certificate chain and private key (PEM). Without them the API
+    /// is plain HTTP, which the start-up line says.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     /// Received instances, jobs, results, the queue database and the audit
-    /// log (relative to the config file).
+    /// log (relative to the config file). Created 0700; everything under it
+    /// is the service user's only.
     pub dir: PathBuf,
+    /// Days after which received series and results are deleted (jobs
+    /// that finished, failed or were superseded; each purge in the audit
+    /// log). None: kept until deleted by hand.
+    pub retention_days: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +152,19 @@ pub struct Worker {
     /// `["--allow-irregular-spacing"]`).
     #[serde(default)]
     pub segment_args: Vec<String>,
+    /// The built-in model is a research model (trained on synthetic data):
+    /// its unreviewed drafts go to an `on_result = "immediate"` destination
+    /// only when this is true.
+    #[serde(default)]
+    pub allow_research_model: bool,
+    /// Runs of a job that may crash (killed by a signal: out of memory, a
+    /// fault; or the service stopped under it) before the job is `failed`
+    /// for good. A clean error fails it at once.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Address-space limit of each `delineate segment` process (MiB), so
+    /// that one huge or hostile input cannot take the machine's memory.
+    pub memory_limit_mib: Option<u64>,
 }
 
 impl Default for Worker {
@@ -111,6 +175,9 @@ impl Default for Worker {
             threshold: None,
             tta: false,
             segment_args: Vec::new(),
+            allow_research_model: false,
+            max_attempts: default_max_attempts(),
+            memory_limit_mib: None,
         }
     }
 }
@@ -146,30 +213,20 @@ pub struct Destination {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    /// When results go here: `after_review` (default: only what a person
+    /// accepted on the review page) or `immediate` (every AI draft as soon
+    /// as it is computed, labelled as an unreviewed draft).
+    #[serde(default)]
+    pub on_result: OnResult,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Process,
-    Skip,
-}
-
-/// One routing rule: every field given must match; the first rule that
-/// matches decides.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRule {
-    pub action: Action,
-    /// Modality, exactly (MR, CT, ...).
-    pub modality: Option<String>,
-    /// A regular expression searched in Series Description (`(?i)` for
-    /// case-insensitive).
-    pub series_description: Option<String>,
-    /// The sender's AE title, exactly.
-    pub calling_ae: Option<String>,
-    #[serde(skip)]
-    pub description_re: Option<Regex>,
+/// When a destination receives results.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnResult {
+    Immediate,
+    #[default]
+    AfterReview,
 }
 
 fn default_action() -> Action {
@@ -184,6 +241,18 @@ fn default_http_bind() -> String {
 fn default_quiet() -> f64 {
     10.0
 }
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_incomplete_wait() -> f64 {
+    300.0
+}
+fn default_max_instance_mib() -> u64 {
+    1024
+}
+fn default_max_association_mib() -> u64 {
+    16 * 1024
+}
 fn default_max_associations() -> usize {
     32
 }
@@ -196,6 +265,21 @@ fn default_max_pdu() -> u32 {
 }
 fn default_upload_mib() -> u64 {
     1024
+}
+fn default_concurrent_uploads() -> usize {
+    2
+}
+fn default_zip_entries() -> usize {
+    20_000
+}
+fn default_unzipped_mib() -> u64 {
+    4096
+}
+fn default_zip_ratio() -> u64 {
+    20
+}
+fn yes() -> bool {
+    true
 }
 fn one() -> usize {
     1
@@ -226,8 +310,19 @@ impl Config {
         }
         .map_err(|e| Error::config(path, format!("cannot resolve its folder: {e}")))?;
         c.storage.dir = base.join(&c.storage.dir);
-        if let Some(f) = &c.http.token_file {
-            c.http.token_file = Some(base.join(f));
+        for p in [
+            &mut c.node.tls_cert,
+            &mut c.node.tls_key,
+            &mut c.node.tls_client_ca,
+            &mut c.http.token_file,
+            &mut c.http.users_file,
+            &mut c.http.tls_cert,
+            &mut c.http.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = base.join(&*p);
         }
         if let Some(m) = &c.worker.model {
             c.worker.model = Some(base.join(m));
@@ -266,11 +361,70 @@ impl Config {
         if self.node.max_associations == 0 || self.worker.workers == 0 {
             return bad("node.max_associations and worker.workers must be ≥ 1".into());
         }
+        if self.worker.max_attempts == 0 {
+            return bad("worker.max_attempts must be ≥ 1".into());
+        }
+        if self.worker.memory_limit_mib.is_some_and(|m| m < 256) {
+            return bad(
+                "worker.memory_limit_mib must be ≥ 256 (a 1 mm brain needs about 300 MiB)".into(),
+            );
+        }
+        if self
+            .storage
+            .retention_days
+            .is_some_and(|d| !d.is_finite() || d <= 0.0)
+        {
+            return bad("storage.retention_days must be > 0".into());
+        }
+        if !self.node.incomplete_wait_s.is_finite() || self.node.incomplete_wait_s < 0.0 {
+            return bad("node.incomplete_wait_s must be ≥ 0".into());
+        }
+        if self.research_model() && !self.worker.allow_research_model {
+            if let Some(d) = self
+                .destinations
+                .iter()
+                .find(|d| d.on_result == OnResult::Immediate)
+            {
+                return bad(format!(
+                    "destination {:?}: on_result = \"immediate\" would send unreviewed drafts of the built-in \
+                     research model; use on_result = \"after_review\", a model of your own (worker.model), \
+                     or say so explicitly with worker.allow_research_model = true",
+                    d.name
+                ));
+            }
+        }
         if !self.node.timeout_s.is_finite() || self.node.timeout_s <= 0.0 {
             return bad("node.timeout_s must be > 0".into());
         }
         if self.node.max_pdu < 4096 {
             return bad("node.max_pdu must be ≥ 4096 bytes".into());
+        }
+        if self.node.max_instance_mib == 0
+            || self.node.max_association_mib < self.node.max_instance_mib
+        {
+            return bad(
+                "node.max_instance_mib must be ≥ 1 and node.max_association_mib ≥ it".into(),
+            );
+        }
+        if self.node.tls_port.is_some()
+            != (self.node.tls_cert.is_some() && self.node.tls_key.is_some())
+            || self.node.tls_cert.is_some() != self.node.tls_key.is_some()
+        {
+            return bad("node: tls_port, tls_cert and tls_key go together".into());
+        }
+        if !self.node.plain && self.node.tls_port.is_none() {
+            return bad("node.plain = false needs tls_port (else nothing would listen)".into());
+        }
+        for (ae, nets) in &self.node.allowed_ips {
+            if !self.node.allowed_aes.contains(ae) {
+                return bad(format!(
+                    "node.allowed_ips: {ae:?} is not in node.allowed_aes"
+                ));
+            }
+            for n in nets {
+                crate::cidr::Cidr::parse(n)
+                    .map_err(|e| Error::config(path, format!("node.allowed_ips.{ae}: {e}")))?;
+            }
         }
         if let Some(t) = self.worker.threshold {
             if !(0.0..1.0).contains(&t) {
@@ -290,75 +444,82 @@ impl Config {
             }
         }
         for (n, r) in self.routes.iter_mut().enumerate() {
-            if let Some(re) = &r.series_description {
-                r.description_re = Some(Regex::new(re).map_err(|e| {
-                    Error::config(path, format!("route {}: series_description: {e}", n + 1))
-                })?);
-            }
+            r.compile()
+                .map_err(|e| Error::config(path, format!("route {}: {e}", n + 1)))?;
         }
         let token = self.token(path)?;
-        if token.chars().count() < TOKEN_MIN_CHARS {
-            return bad(format!(
-                "http token: at least {TOKEN_MIN_CHARS} characters (try `openssl rand -hex 32`)"
-            ));
+        if let Some(t) = &token {
+            if t.chars().count() < TOKEN_MIN_CHARS {
+                return bad(format!(
+                    "http token: at least {TOKEN_MIN_CHARS} characters (try `openssl rand -hex 32`)"
+                ));
+            }
         }
-        self.http.token = Some(token);
+        if token.is_none() && self.http.users_file.is_none() {
+            return bad(
+                "http: give users_file (accounts: `delineate user add`), a token, or both".into(),
+            );
+        }
+        self.http.token = token;
         self.http.token_file = None;
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return bad("http: give both tls_cert and tls_key, or neither".into());
+        }
+        if self.http.max_concurrent_uploads == 0
+            || self.http.max_zip_entries == 0
+            || self.http.max_zip_ratio == 0
+        {
+            return bad(
+                "http: max_concurrent_uploads, max_zip_entries and max_zip_ratio must be ≥ 1"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
-    fn token(&self, path: &Path) -> Result<String, Error> {
+    fn token(&self, path: &Path) -> Result<Option<String>, Error> {
         match (&self.http.token, &self.http.token_file) {
-            (Some(t), None) => Ok(t.trim().to_string()),
+            (Some(t), None) => Ok(Some(t.trim().to_string())),
             (None, Some(f)) => std::fs::read_to_string(f)
-                .map(|t| t.trim().to_string())
+                .map(|t| Some(t.trim().to_string()))
                 .map_err(|e| Error::config(path, format!("http.token_file {}: {e}", f.display()))),
+            (None, None) => Ok(None),
             _ => Err(Error::config(
                 path,
-                "http: give exactly one of token and token_file",
+                "http: give at most one of token and token_file",
             )),
         }
     }
 
-    /// The bearer token (checked at load).
-    pub fn bearer(&self) -> &str {
-        self.http.token.as_deref().unwrap_or_default()
+    /// How HTTP requests are authenticated.
+    pub fn auth(&self) -> Result<crate::users::Auth, Error> {
+        crate::users::Auth::new(self.http.token.clone(), self.http.users_file.clone())
     }
-}
 
-/// What routing decided, and why (for the audit log).
-pub struct Decision {
-    pub action: Action,
-    pub reason: String,
-}
+    /// True when jobs run the built-in research model.
+    pub fn research_model(&self) -> bool {
+        self.worker.model.is_none()
+    }
 
-/// The attributes routing looks at.
-pub struct SeriesFacts<'a> {
-    pub modality: &'a str,
-    pub description: &'a str,
-    pub calling_ae: &'a str,
+    /// Destinations that get every AI draft as soon as it is computed.
+    pub fn immediate_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.destinations
+            .iter()
+            .filter(|d| d.on_result == OnResult::Immediate)
+    }
+
+    /// True when some destination waits for a review.
+    pub fn review_required(&self) -> bool {
+        self.destinations
+            .iter()
+            .any(|d| d.on_result == OnResult::AfterReview)
+    }
 }
 
 impl Config {
     /// First matching rule decides; else `default_action`.
     pub fn route(&self, s: &SeriesFacts) -> Decision {
-        for (n, r) in self.routes.iter().enumerate() {
-            let m = r.modality.as_deref().is_none_or(|m| m == s.modality)
-                && r.calling_ae.as_deref().is_none_or(|a| a == s.calling_ae)
-                && r.description_re
-                    .as_ref()
-                    .is_none_or(|re| re.is_match(s.description));
-            if m {
-                return Decision {
-                    action: r.action,
-                    reason: format!("route {}", n + 1),
-                };
-            }
-        }
-        Decision {
-            action: self.default_action,
-            reason: "default_action".into(),
-        }
+        crate::routing::route(&self.routes, self.default_action, s)
     }
 }
 
@@ -390,11 +551,13 @@ dir = "data"
             "{BASE}\n[[route]]\naction = \"skip\"\nseries_description = \"(?i)localizer\"\n[[route]]\naction = \"process\"\nmodality = \"MR\"\n"
         ))
         .unwrap();
+        let acq = delineate_dicom::Acquisition::default();
         let f = |m, d| {
             c.route(&SeriesFacts {
                 modality: m,
                 description: d,
                 calling_ae: "PACS",
+                acquisition: &acq,
             })
             .action
         };

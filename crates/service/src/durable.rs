@@ -41,6 +41,31 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     rename_durably(&tmp, path)
 }
 
+/// Makes `path` readable by its owner only (0600 for a file, 0700 for a
+/// folder): received series and results are patient data.
+pub fn private(path: &Path, dir: bool) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if dir { 0o700 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, dir);
+    Ok(())
+}
+
+/// [`private`] for a folder and everything in it (what a `delineate
+/// segment` process wrote with its own modes); errors are logged, not fatal.
+pub fn private_tree(dir: &Path) {
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if let Err(err) = private(e.path(), e.file_type().is_dir()) {
+            tracing::warn!("{err}");
+        }
+    }
+}
+
 /// A file name from a UID or identifier sent by a peer: only `[0-9A-Za-z.-]`
 /// survive, so nothing a sender writes can leave the folder.
 pub fn safe_file_name(s: &str) -> String {

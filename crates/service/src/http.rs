@@ -9,21 +9,18 @@
 //! - `GET /healthz`, `GET /metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use crate::queue::{self, NewJob, SeriesKey};
+use crate::queue;
 use crate::{Counters, Service};
 
 type Svc = Arc<Service>;
@@ -34,24 +31,26 @@ fn err(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 pub fn router(svc: Svc) -> Router {
-    let limit = (svc.config.http.max_upload_mib * 1024 * 1024) as usize;
     let api = Router::new()
-        .route("/v1/studies", post(upload))
+        .route("/v1/studies", post(crate::upload::upload))
         .route("/v1/jobs", get(list))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/{file}", get(result_file))
         .route("/metrics", get(crate::http::metrics))
         .route_layer(middleware::from_fn_with_state(svc.clone(), auth));
     let review = crate::review_http::router(Arc::new(crate::review::ReviewApp {
-        token: svc.config.bearer().to_string(),
+        auth: svc.auth.clone(),
         cases: crate::review::Cases::Jobs(Default::default()),
         audit: svc.audit.clone(),
+        exports: Arc::new(crate::review_export::DbLog(svc.clone())),
         service: Some(svc.clone()),
     }));
     Router::new()
         .route("/healthz", get(health))
         .merge(api)
-        .layer(DefaultBodyLimit::max(limit))
+        // Uploads stream their body (crate::upload); nothing else needs
+        // more than this.
+        .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(svc)
         .merge(review)
 }
@@ -87,15 +86,6 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether the request carries `Authorization: Bearer <token>`.
-pub fn has_bearer(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
-}
-
 /// 401 with a JSON reason and the WWW-Authenticate challenge.
 pub fn unauthorized(msg: &str) -> Response {
     let mut r = err(StatusCode::UNAUTHORIZED, msg);
@@ -106,210 +96,78 @@ pub fn unauthorized(msg: &str) -> Response {
     r
 }
 
-async fn auth(State(svc): State<Svc>, req: Request, next: Next) -> Response {
-    if has_bearer(req.headers(), svc.config.bearer()) {
-        next.run(req).await
-    } else {
-        Counters::inc(&svc.counters.http_unauthorized);
-        unauthorized("missing or wrong bearer token")
+/// Every API route acts as the account whose token the request carries
+/// (a [`crate::users::Principal`] in the request's extensions).
+async fn auth(State(svc): State<Svc>, mut req: Request, next: Next) -> Response {
+    match svc.auth.who(req.headers()) {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => {
+            Counters::inc(&svc.counters.http_unauthorized);
+            unauthorized("missing, wrong or revoked bearer token")
+        }
     }
 }
 
+/// Unauthenticated: says whether the queue answers, and nothing else (the
+/// reason goes to the service log, not to whoever asks).
 async fn health(State(svc): State<Svc>) -> Response {
-    match svc.queue.stats() {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-async fn upload(
-    State(svc): State<Svc>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
     let s = svc.clone();
-    let r = tokio::task::spawn_blocking(move || accept_upload(&s, &peer.to_string(), &body)).await;
-    match r {
-        Ok(Ok((status, v))) => {
-            Counters::inc(&svc.counters.uploads);
-            (status, Json(v)).into_response()
+    match tokio::task::spawn_blocking(move || s.queue.stats()).await {
+        Ok(Ok(_)) => Json(json!({"status": "ok"})).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("health check: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
         }
-        Ok(Err((status, msg))) => {
-            Counters::inc(&svc.counters.uploads_refused);
-            svc.audit.event(
-                "upload_refused",
-                json!({"peer": peer.to_string(), "bytes": 0, "reason": msg}),
-            );
-            err(status, msg)
+        Err(e) => {
+            tracing::error!("health check: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
         }
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-type Refusal = (StatusCode, String);
-
-fn accept_upload(
-    svc: &Service,
-    peer: &str,
-    body: &[u8],
-) -> Result<(StatusCode, serde_json::Value), Refusal> {
-    let internal = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
-    let hash = queue::hex(&Sha256::digest(body));
-    if let Some(id) = svc
-        .queue
-        .upload_with_hash(&hash)
-        .map_err(|e| internal(e.to_string()))?
-    {
-        return Ok((StatusCode::OK, json!({"job": id, "duplicate": true})));
+/// Runs queue (SQLite) work on a blocking thread: it may wait on the queue
+/// lock or an fsync, which must not stall the async runtime.
+async fn blocking<T: Send + 'static>(
+    svc: &Svc,
+    f: impl FnOnce(&Service) -> Result<T, crate::Error> + Send + 'static,
+) -> Result<T, Response> {
+    let s = svc.clone();
+    match tokio::task::spawn_blocking(move || f(&s)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
-    let id = queue::new_id();
-    let dir = svc.dirs.job(&id);
-    let input = dir.join("input");
-    let staging = tempfile::Builder::new()
-        .prefix(".upload-")
-        .tempdir_in(&svc.dirs.jobs)
-        .map_err(|e| internal(e.to_string()))?;
-    let (kind, key, path) = if body.starts_with(b"PK\x03\x04") {
-        let n = unzip(body, staging.path(), 4 * body.len().max(1 << 20))?;
-        let key = first_series(staging.path(), peer)?;
-        (format!("dicom ({n} files)"), key, input.clone())
-    } else if is_nifti(body) {
-        let name = if body.starts_with(&[0x1f, 0x8b]) {
-            "image.nii.gz"
-        } else {
-            "image.nii"
-        };
-        crate::durable::write(&staging.path().join(name), body)
-            .map_err(|e| internal(e.to_string()))?;
-        let key = SeriesKey {
-            series_uid: String::new(),
-            study_uid: String::new(),
-            modality: "MR".into(),
-            description: String::new(),
-            calling_ae: format!("http {peer}"),
-        };
-        ("nifti".to_string(), key, input.join(name))
-    } else {
-        return Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body is neither a zip of a DICOM series nor a NIfTI file (.nii or .nii.gz)".into(),
-        ));
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| internal(e.to_string()))?;
-    std::fs::rename(staging.keep(), &input).map_err(|e| internal(e.to_string()))?;
-    crate::durable::sync_dir(&dir).map_err(|e| internal(e.to_string()))?;
-    let input_kind = if kind == "nifti" { "nifti" } else { "dicom" };
-    svc.queue
-        .insert_job(&NewJob {
-            id: &id,
-            source: "http",
-            key: &key,
-            content_hash: &hash,
-            input: &path,
-            input_kind,
-            instances: 0,
-            received_at: queue::now(),
-        })
-        .map_err(|e| internal(e.to_string()))?;
-    svc.audit.event(
-        "job_queued",
-        json!({"job": id, "source": "http", "peer": peer, "bytes": body.len(), "kind": kind,
-               "series_uid": key.series_uid, "study_uid": key.study_uid, "content_hash": hash}),
-    );
-    Ok((StatusCode::ACCEPTED, json!({"job": id})))
-}
-
-fn is_nifti(b: &[u8]) -> bool {
-    b.starts_with(&[0x1f, 0x8b])
-        || (b.len() >= 4
-            && (i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 348
-                || i32::from_be_bytes([b[0], b[1], b[2], b[3]]) == 348))
-}
-
-/// Extracts a zip into `dir`. Entries that would land outside it (`../`,
-/// absolute paths: "zip slip"), links, and more than `max_bytes` in all
-/// (a zip bomb) refuse the whole upload.
-fn unzip(body: &[u8], dir: &Path, max_bytes: usize) -> Result<usize, Refusal> {
-    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(body))
-        .map_err(|e| bad(format!("not a readable zip: {e}")))?;
-    let mut total = 0usize;
-    let mut files = 0;
-    for i in 0..zip.len() {
-        let mut f = zip
-            .by_index(i)
-            .map_err(|e| bad(format!("zip entry {i}: {e}")))?;
-        let name = f.name().to_string();
-        let rel = f.enclosed_name().filter(|_| !name.starts_with(['/', '\\']));
-        let Some(rel) = rel else {
-            return Err(bad(format!(
-                "zip entry {name:?} points outside its folder: refused"
-            )));
-        };
-        if f.is_symlink() {
-            return Err(bad(format!("zip entry {name:?} is a link: refused")));
-        }
-        let target = dir.join(rel);
-        if f.is_dir() {
-            std::fs::create_dir_all(&target).map_err(|e| bad(e.to_string()))?;
-            continue;
-        }
-        if let Some(p) = target.parent() {
-            std::fs::create_dir_all(p).map_err(|e| bad(e.to_string()))?;
-        }
-        let mut out = std::fs::File::create(&target).map_err(|e| bad(e.to_string()))?;
-        let left = (max_bytes - total) as u64;
-        let n = std::io::copy(&mut std::io::Read::take(&mut f, left + 1), &mut out)
-            .map_err(|e| bad(format!("zip entry {name:?}: {e}")))?;
-        if n > left {
-            return Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the zip expands to more than {max_bytes} bytes: refused"),
-            ));
-        }
-        out.sync_all().map_err(|e| bad(e.to_string()))?;
-        total += n as usize;
-        files += 1;
-    }
-    Ok(files)
-}
-
-/// The series of the first DICOM file in an upload.
-fn first_series(dir: &Path, peer: &str) -> Result<SeriesKey, Refusal> {
-    let first = walkdir::WalkDir::new(dir)
-        .sort_by_file_name()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| delineate_dicom::header::has_dicm_magic(e.path()).unwrap_or(false))
-        .find_map(|e| delineate_dicom::header::read_header(e.path()).ok());
-    let h = first.ok_or((
-        StatusCode::BAD_REQUEST,
-        "the zip holds no readable DICOM file (Part 10, with the DICM prefix)".to_string(),
-    ))?;
-    Ok(SeriesKey {
-        series_uid: h.series_instance_uid,
-        study_uid: h.study.instance_uid,
-        modality: h.modality,
-        description: h.series_description,
-        calling_ae: format!("http {peer}"),
-    })
 }
 
 async fn list(State(svc): State<Svc>) -> Response {
-    match svc.queue.jobs(200) {
+    match blocking(&svc, |s| s.queue.jobs(200)).await {
         Ok(j) => Json(json!({"jobs": j})).into_response(),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
 async fn job(State(svc): State<Svc>, UrlPath(id): UrlPath<String>) -> Response {
-    let j = match svc.queue.job(&id) {
-        Ok(Some(j)) => j,
-        Ok(None) => return err(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let i = id.clone();
+    let (j, deliveries) = match blocking(&svc, move |s| {
+        Ok((s.queue.job(&i)?, s.queue.deliveries(&i).unwrap_or_default()))
+    })
+    .await
+    {
+        Ok((Some(j), d)) => (j, d),
+        Ok((None, _)) => return err(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(r) => return r,
     };
-    let deliveries = svc.queue.deliveries(&id).unwrap_or_default();
     let out = svc.dirs.job(&id).join("out");
     let lesions: serde_json::Value = std::fs::read(out.join("lesions.json"))
         .ok()
@@ -343,10 +201,11 @@ async fn result_file(
             )
         }
     };
-    let j = match svc.queue.job(&id) {
+    let i = id.clone();
+    let j = match blocking(&svc, move |s| s.queue.job(&i)).await {
         Ok(Some(j)) => j,
         Ok(None) => return err(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => return r,
     };
     if j.state == queue::QUEUED || j.state == queue::RUNNING {
         return err(
@@ -376,9 +235,9 @@ async fn result_file(
 }
 
 async fn metrics(State(svc): State<Svc>) -> Response {
-    let stats = match svc.queue.stats() {
+    let stats = match blocking(&svc, |s| s.queue.stats()).await {
         Ok(s) => s,
-        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => return r,
     };
     let body = crate::http::prometheus(&svc, &stats);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
@@ -505,6 +364,11 @@ pub fn prometheus(svc: &Service, s: &queue::Stats) -> String {
             "delineate_series_duplicate_total",
             "Series received again with the same content.",
             &c.series_duplicate,
+        ),
+        (
+            "delineate_series_incomplete_total",
+            "Series refused because slices were missing when the wait ran out.",
+            &c.series_incomplete,
         ),
     ];
     for (name, help, v) in counters {

@@ -4,11 +4,16 @@
 //! One process (`delineate serve --config delineate.toml`) holds:
 //! - a DICOM node ([`scp`]): C-ECHO and C-STORE from AE titles on an
 //!   allow-list; instances are fsynced before success is answered;
-//! - a durable queue in SQLite ([`queue`]): series complete after a quiet
-//!   period, routing rules choose what to process, jobs survive `kill -9`;
+//! - a durable queue in SQLite ([`queue`], [`batches`], [`deliveries`]):
+//!   routing rules that know MR sequences choose what to process
+//!   ([`routing`]), a series is processed whole (quiet period and slice
+//!   geometry, [`completeness`]; late instances supersede), jobs survive
+//!   `kill -9`;
 //! - inference workers ([`worker`]): each job is one `delineate segment`
 //!   process, so a failure in a job cannot take the node down;
-//! - result delivery by C-STORE with retry and backoff ([`scu`]);
+//! - result delivery by C-STORE with retry and backoff ([`scu`]), per
+//!   destination immediately (unreviewed AI drafts, labelled so) or only
+//!   after a person's review;
 //! - an HTTP API with a bearer token ([`http`]), Prometheus metrics, and an
 //!   audit log with identifiers only ([`audit`]);
 //! - the review page ([`review`]): accept or reject proposed lesions and
@@ -17,19 +22,28 @@
 //! Design and operation: docs/service.md.
 
 pub mod audit;
+pub mod batches;
+pub mod cidr;
+pub mod completeness;
 pub mod config;
+pub mod deliveries;
 pub mod dimse;
 pub mod durable;
 pub mod http;
 pub mod queue;
 pub mod review;
+pub mod review_export;
 pub mod review_http;
+pub mod routing;
 pub mod scp;
 pub mod scu;
+pub mod tls;
+pub mod upload;
+pub mod users;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use config::Config;
@@ -86,6 +100,8 @@ impl Dirs {
         };
         for p in [&d.root, &d.spool, &d.batches, &d.jobs] {
             std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+            // Patient data: the service's user only.
+            durable::private(p, true)?;
         }
         // Spooled files were never acknowledged: the sender will resend.
         if let Ok(rd) = std::fs::read_dir(&d.spool) {
@@ -114,6 +130,7 @@ pub struct Counters {
     pub http_unauthorized: AtomicU64,
     pub series_skipped: AtomicU64,
     pub series_duplicate: AtomicU64,
+    pub series_incomplete: AtomicU64,
     pub active_associations: AtomicU64,
 }
 
@@ -132,6 +149,10 @@ pub struct Service {
     /// The `delineate` executable that runs `segment` for each job.
     pub exe: PathBuf,
     pub counters: Counters,
+    /// Who may use the HTTP API and the review page.
+    pub auth: Arc<users::Auth>,
+    /// Uploads being received now.
+    pub uploads_running: AtomicUsize,
     pub stop: AtomicBool,
     /// Child processes running now (killed on shutdown).
     pub children: Mutex<Vec<u32>>,
@@ -142,6 +163,7 @@ impl Service {
         let dirs = Dirs::create(&config.storage.dir)?;
         let queue = queue::Queue::open(&dirs.root.join("queue.sqlite"))?;
         let audit = Arc::new(audit::Audit::open(&dirs.root.join("audit.jsonl"))?);
+        let auth = Arc::new(config.auth()?);
         Ok(Arc::new(Service {
             config,
             queue,
@@ -149,6 +171,8 @@ impl Service {
             dirs,
             exe,
             counters: Counters::default(),
+            auth,
+            uploads_running: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             children: Mutex::new(Vec::new()),
         }))
@@ -166,16 +190,40 @@ pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
     let svc = Service::new(config, exe)?;
     worker::recover(&svc)?;
     let n = &svc.config.node;
-    let dicom = std::net::TcpListener::bind((n.bind.as_str(), n.port))
-        .with_context(|| format!("DICOM port {}:{}: cannot listen", n.bind, n.port))?;
+    let dicom = if n.plain {
+        Some(
+            std::net::TcpListener::bind((n.bind.as_str(), n.port))
+                .with_context(|| format!("DICOM port {}:{}: cannot listen", n.bind, n.port))?,
+        )
+    } else {
+        None
+    };
+    let dicom_tls = match (n.tls_port, &n.tls_cert, &n.tls_key) {
+        (Some(port), Some(cert), Some(key)) => Some((
+            std::net::TcpListener::bind((n.bind.as_str(), port))
+                .with_context(|| format!("DICOM TLS port {}:{port}: cannot listen", n.bind))?,
+            tls::server_config(cert, key, n.tls_client_ca.as_deref(), false)?,
+        )),
+        _ => None,
+    };
+    let https = match (&svc.config.http.tls_cert, &svc.config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key, None, true)?),
+        _ => None,
+    };
     let rt = http_runtime()?;
     let http = rt
         .block_on(tokio::net::TcpListener::bind(&svc.config.http.bind))
         .with_context(|| format!("HTTP {}: cannot listen", svc.config.http.bind))?;
     let mut threads = Vec::new();
-    {
+    if let Some(l) = dicom {
         let s = svc.clone();
-        threads.push(std::thread::spawn(move || scp::accept_loop(s, dicom)));
+        threads.push(std::thread::spawn(move || scp::accept_loop(s, l, None)));
+    }
+    if let Some((l, cfg)) = dicom_tls {
+        let s = svc.clone();
+        threads.push(std::thread::spawn(move || {
+            scp::accept_loop(s, l, Some(cfg))
+        }));
     }
     {
         let s = svc.clone();
@@ -189,29 +237,104 @@ pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
         let s = svc.clone();
         threads.push(std::thread::spawn(move || worker::delivery_loop(s)));
     }
+    {
+        let s = svc.clone();
+        threads.push(std::thread::spawn(move || worker::purge_loop(s)));
+    }
+    let mut dicom_on = Vec::new();
+    if n.plain {
+        dicom_on.push(format!("{}:{} (plain, unencrypted)", n.bind, n.port));
+    }
+    if let Some(p) = n.tls_port {
+        dicom_on.push(format!(
+            "{}:{p} (TLS{})",
+            n.bind,
+            if n.tls_client_ca.is_some() {
+                ", client certificates required"
+            } else {
+                ""
+            }
+        ));
+    }
     println!(
-        "delineate serve: DICOM AE {} on {}:{}, HTTP on {}, data in {}",
+        "delineate serve: DICOM AE {} on {}; {} on {}; data in {}",
         n.ae_title,
-        n.bind,
-        n.port,
+        dicom_on.join(" and "),
+        if https.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP (plain, unencrypted)"
+        },
         svc.config.http.bind,
         svc.dirs.root.display()
     );
+    for line in delivery_policy(&svc.config) {
+        println!("{line}");
+    }
     svc.audit.event(
         "service_started",
-        serde_json::json!({"pid": std::process::id()}),
+        serde_json::json!({"pid": std::process::id(),
+            "research_model": svc.config.research_model(),
+            "immediate": svc.config.immediate_destinations().map(|d| d.name.clone()).collect::<Vec<_>>()}),
     );
-    rt.block_on(http::serve(svc.clone(), http))?;
+    match https {
+        Some(cfg) => rt.block_on(tls::serve_https(
+            http::router(svc.clone()),
+            http,
+            cfg,
+            http::shutdown(),
+        ))?,
+        None => rt.block_on(http::serve(svc.clone(), http))?,
+    }
     svc.stop.store(true, Ordering::Relaxed);
     worker::kill_children(&svc);
     svc.audit.event("service_stopped", serde_json::json!({}));
     Ok(())
 }
 
+/// What the service tells its operator at start-up about where results go.
+pub fn delivery_policy(c: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    let model = match &c.worker.model {
+        Some(m) => m.display().to_string(),
+        None => "the built-in model (research use only)".into(),
+    };
+    v.push(format!("model: {model}"));
+    for d in &c.destinations {
+        v.push(format!(
+            "destination {} ({}@{}:{}): {}",
+            d.name,
+            d.ae_title,
+            d.host,
+            d.port,
+            match d.on_result {
+                config::OnResult::Immediate =>
+                    "every AI draft as soon as it is computed (labelled AI DRAFT, unreviewed)",
+                config::OnResult::AfterReview => "only reviewed exports",
+            }
+        ));
+    }
+    if c.research_model() && c.immediate_destinations().next().is_some() {
+        v.push(
+            "WARNING: unreviewed drafts of a research model are sent immediately (worker.allow_research_model = true)"
+                .into(),
+        );
+    }
+    if c.destinations.is_empty() {
+        v.push("no destination: results stay in the HTTP API and on the review page".into());
+    }
+    v
+}
+
 /// `delineate review`: serves the review page of one `delineate segment`
 /// output folder on 127.0.0.1 until Ctrl-C. The token is made here and
 /// printed in the link.
-pub fn run_review(out: &Path, image: Option<&Path>, port: u16) -> anyhow::Result<()> {
+pub fn run_review(
+    out: &Path,
+    image: Option<&Path>,
+    port: u16,
+    reviewer: &str,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let name = out
         .file_name()
@@ -219,10 +342,12 @@ pub fn run_review(out: &Path, image: Option<&Path>, port: u16) -> anyhow::Result
         .unwrap_or_else(|| "case".into());
     let case = review::Case::load(&name, out, image, None).map_err(anyhow::Error::msg)?;
     let audit = Arc::new(audit::Audit::open(&out.join("review-audit.jsonl"))?);
+    let token = queue::new_id() + &queue::new_id();
     let app = Arc::new(review::ReviewApp {
-        token: queue::new_id() + &queue::new_id(),
+        auth: Arc::new(users::Auth::single(token.clone(), reviewer)),
         cases: review::Cases::One(Arc::new(case)),
         audit,
+        exports: Arc::new(review_export::FileLog::new(out)),
         service: None,
     });
     let rt = http_runtime()?;
@@ -236,8 +361,8 @@ pub fn run_review(out: &Path, image: Option<&Path>, port: u16) -> anyhow::Result
     let _ = std::io::Write::write_all(
         &mut stdout,
         format!(
-            "review page: http://{addr}/review/case/#token={}\n(Ctrl-C to stop; decisions go to {}/review.json)\n",
-            app.token,
+            "review page: http://{addr}/review/case/#token={}\n(Ctrl-C to stop; decisions by {reviewer} go to {}/review.json)\n",
+            token,
             out.display()
         )
         .as_bytes(),

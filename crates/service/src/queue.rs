@@ -8,11 +8,15 @@
 //! instead (docs/service.md).
 //!
 //! Life of a study: C-STORE instances land in an open *batch* (one per
-//! series being received). When the series has been quiet for the quiet
-//! period the batch closes: routing decides, and a *job* is queued unless
-//! the same series with the same content was already processed. A worker
-//! claims the job (`running`), runs inference, and queues one *delivery* per
-//! destination (`delivering`), which the delivery loop sends with retries.
+//! series being received; [`crate::batches`]). When the series has been
+//! quiet for the quiet period and its slices show no gap, the batch closes:
+//! routing decides, and a *job* is queued on the whole series received so
+//! far (earlier batches of the same series included) unless that content
+//! was already processed; a job on more of a series *supersedes* the
+//! earlier one. A worker claims the job (`running`), runs inference, and
+//! queues one *delivery* per immediate destination (`delivering`,
+//! [`crate::deliveries`]); destinations that wait for a review get the
+//! reviewed export (`awaiting_review` → `reviewed`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -26,25 +30,46 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
   id TEXT PRIMARY KEY, series_uid TEXT NOT NULL, study_uid TEXT NOT NULL,
   modality TEXT NOT NULL, description TEXT NOT NULL, calling_ae TEXT NOT NULL,
-  first_at REAL NOT NULL, last_at REAL NOT NULL, open INTEGER NOT NULL);
+  first_at REAL NOT NULL, last_at REAL NOT NULL, open INTEGER NOT NULL,
+  outcome TEXT, facts TEXT);
 CREATE INDEX IF NOT EXISTS batches_open ON batches(open, series_uid);
 CREATE TABLE IF NOT EXISTS instances(
   batch_id TEXT NOT NULL, sop_uid TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
-  PRIMARY KEY(batch_id, sop_uid));
+  geometry TEXT, PRIMARY KEY(batch_id, sop_uid));
 CREATE TABLE IF NOT EXISTS jobs(
   id TEXT PRIMARY KEY, source TEXT NOT NULL, series_uid TEXT NOT NULL, study_uid TEXT NOT NULL,
   calling_ae TEXT NOT NULL, content_hash TEXT NOT NULL, input TEXT NOT NULL,
   input_kind TEXT NOT NULL, uid_root TEXT NOT NULL, instances INTEGER NOT NULL,
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, pid INTEGER,
   received_at REAL NOT NULL, queued_at REAL NOT NULL, started_at REAL, inferred_at REAL,
-  finished_at REAL, inference_s REAL, lesions INTEGER, error TEXT);
+  finished_at REAL, inference_s REAL, lesions INTEGER, error TEXT,
+  revision INTEGER NOT NULL DEFAULT 1, supersedes TEXT, superseded_by TEXT, warnings TEXT,
+  purged_at REAL);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queued_at);
 CREATE INDEX IF NOT EXISTS jobs_content ON jobs(series_uid, content_hash);
 CREATE TABLE IF NOT EXISTS deliveries(
-  job_id TEXT NOT NULL, destination TEXT NOT NULL, state TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, delivered_at REAL, error TEXT,
-  PRIMARY KEY(job_id, destination));
+  job_id TEXT NOT NULL, destination TEXT NOT NULL, object TEXT NOT NULL DEFAULT 'result',
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+  delivered_at REAL, error TEXT, path TEXT, sop_uid TEXT,
+  PRIMARY KEY(job_id, destination, object));
+CREATE TABLE IF NOT EXISTS exports(
+  uid_root TEXT NOT NULL, revision INTEGER NOT NULL, job_id TEXT NOT NULL,
+  result_id TEXT NOT NULL, accepted TEXT NOT NULL, reviewer TEXT NOT NULL, at TEXT NOT NULL,
+  sop_uid TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(uid_root, revision));
 ";
+
+/// Columns added since the first release: (table, column, declaration),
+/// added to an older database at open.
+const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
+    ("batches", "outcome", "TEXT"),
+    ("batches", "facts", "TEXT"),
+    ("instances", "geometry", "TEXT"),
+    ("jobs", "revision", "INTEGER NOT NULL DEFAULT 1"),
+    ("jobs", "supersedes", "TEXT"),
+    ("jobs", "superseded_by", "TEXT"),
+    ("jobs", "warnings", "TEXT"),
+    ("jobs", "purged_at", "REAL"),
+];
 
 /// Job states.
 pub const QUEUED: &str = "queued";
@@ -52,6 +77,12 @@ pub const RUNNING: &str = "running";
 pub const DELIVERING: &str = "delivering";
 pub const DONE: &str = "done";
 pub const FAILED: &str = "failed";
+/// Inferred; the destinations wait for a person's review.
+pub const AWAITING_REVIEW: &str = "awaiting_review";
+/// A reviewed export was made (and delivered where asked).
+pub const REVIEWED: &str = "reviewed";
+/// A later job on more of the same series replaced this one.
+pub const SUPERSEDED: &str = "superseded";
 
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -70,23 +101,15 @@ pub fn new_id() -> String {
 }
 
 /// What a received instance belongs to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SeriesKey {
     pub series_uid: String,
     pub study_uid: String,
     pub modality: String,
     pub description: String,
     pub calling_ae: String,
-}
-
-/// A series whose quiet period has passed.
-#[derive(Debug)]
-pub struct Batch {
-    pub id: String,
-    pub key: SeriesKey,
-    pub first_at: f64,
-    pub instances: usize,
-    pub content_hash: String,
+    /// The series' acquisition attributes (from its first instance).
+    pub acquisition: delineate_dicom::Acquisition,
 }
 
 /// A job as the API shows it.
@@ -113,17 +136,13 @@ pub struct Job {
     pub inference_s: Option<f64>,
     pub lesions: Option<i64>,
     pub error: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Delivery {
-    pub job_id: String,
-    pub destination: String,
-    pub state: String,
-    pub attempts: i64,
-    pub next_at: f64,
-    pub delivered_at: Option<f64>,
-    pub error: Option<String>,
+    /// Revision of the result in its structure-set series (1, then 2 for
+    /// a job that superseded one, ...).
+    pub revision: i64,
+    pub supersedes: Option<String>,
+    pub superseded_by: Option<String>,
+    /// The segmentation's warnings (field of view, voxel size).
+    pub warnings: Vec<String>,
 }
 
 /// A new job.
@@ -136,6 +155,19 @@ pub struct NewJob<'a> {
     pub input_kind: &'a str,
     pub instances: usize,
     pub received_at: f64,
+    /// The job this one replaces, whose UID root and next revision it takes.
+    pub supersedes: Option<(&'a str, &'a str, i64)>,
+}
+
+/// What inference produced, for [`Queue::inferred`].
+pub struct Inferred {
+    pub inference_s: f64,
+    pub lesions: usize,
+    pub rtstruct: bool,
+    pub warnings: Vec<String>,
+    /// Immediate deliveries: (destination, file, SOP Instance UID).
+    pub deliveries: Vec<(String, PathBuf, String)>,
+    pub review_required: bool,
 }
 
 /// Counts for /metrics.
@@ -165,6 +197,7 @@ impl Queue {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
         )
         .map_err(&err)?;
+        migrate(&conn).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -178,170 +211,98 @@ impl Queue {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
         db_err(&self.path)
     }
 
-    /// After a restart: jobs that were running start again. Returns the
-    /// process ids they had (a `delineate segment` orphaned by a crash).
-    pub fn recover(&self) -> Result<Vec<(String, i64)>, Error> {
+    /// After a restart: jobs that were running start again, unless they
+    /// have had `max_attempts` runs (a case that takes the machine down
+    /// every time must not do so for ever): those are `failed`. Returns
+    /// (id, process id it had, requeued).
+    pub fn recover(&self, max_attempts: u32) -> Result<Vec<(String, Option<i64>, bool)>, Error> {
         let c = self.lock();
         let mut st = c
-            .prepare("SELECT id, pid FROM jobs WHERE state = ?1 AND pid IS NOT NULL")
+            .prepare("SELECT id, pid, attempts FROM jobs WHERE state = ?1")
             .map_err(self.err())?;
-        let orphans = st
-            .query_map([RUNNING], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err())?;
-        c.execute(
-            "UPDATE jobs SET state = ?1, pid = NULL WHERE state = ?2",
-            params![QUEUED, RUNNING],
-        )
-        .map_err(self.err())?;
-        Ok(orphans)
-    }
-
-    /// Records an instance whose file is already durable at `spooled`: moves
-    /// it into its series' open batch (made if needed) under `batches`.
-    /// Returns the batch id. Runs under the queue lock, so a batch never
-    /// closes between choosing it and recording the instance.
-    pub fn add_instance(
-        &self,
-        key: &SeriesKey,
-        sop_uid: &str,
-        sha256: &str,
-        bytes: u64,
-        spooled: &Path,
-        batches: &Path,
-    ) -> Result<String, Error> {
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(self.err())?;
-        let t = now();
-        let open: Option<String> = tx
-            .query_row(
-                "SELECT id FROM batches WHERE open = 1 AND series_uid = ?1",
-                [&key.series_uid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
-        let id = match open {
-            Some(id) => id,
-            None => {
-                let id = new_id();
-                tx.execute(
-                    "INSERT INTO batches VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1)",
-                    params![
-                        id,
-                        key.series_uid,
-                        key.study_uid,
-                        key.modality,
-                        key.description,
-                        key.calling_ae,
-                        t
-                    ],
-                )
-                .map_err(self.err())?;
-                id
-            }
-        };
-        let dir = batches.join(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let name = crate::durable::safe_file_name(sop_uid) + ".dcm";
-        crate::durable::rename_durably(spooled, &dir.join(name))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO instances VALUES (?1, ?2, ?3, ?4)",
-            params![id, sop_uid, sha256, bytes as i64],
-        )
-        .map_err(self.err())?;
-        tx.execute(
-            "UPDATE batches SET last_at = ?2 WHERE id = ?1",
-            params![id, t],
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
-        Ok(id)
-    }
-
-    /// Open batches quiet since `quiet_s`, with their content hash: SHA-256
-    /// over the sorted (SOP Instance UID, SHA-256 of the dataset) pairs.
-    pub fn quiet_batches(&self, quiet_s: f64) -> Result<Vec<Batch>, Error> {
-        use sha2::{Digest, Sha256};
-        let c = self.lock();
-        let mut st = c
-            .prepare(
-                "SELECT id, series_uid, study_uid, modality, description, calling_ae, first_at
-                 FROM batches WHERE open = 1 AND last_at <= ?1",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([now() - quiet_s], |r| {
+        let running = st
+            .query_map([RUNNING], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    SeriesKey {
-                        series_uid: r.get(1)?,
-                        study_uid: r.get(2)?,
-                        modality: r.get(3)?,
-                        description: r.get(4)?,
-                        calling_ae: r.get(5)?,
-                    },
-                    r.get::<_, f64>(6)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
                 ))
             })
             .map_err(self.err())?
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.err())?;
         let mut out = Vec::new();
-        for (id, key, first_at) in rows {
-            let mut st = c
-                .prepare(
-                    "SELECT sop_uid, sha256 FROM instances WHERE batch_id = ?1 ORDER BY sop_uid",
+        for (id, pid, attempts) in running {
+            let again = attempts < i64::from(max_attempts);
+            if again {
+                c.execute(
+                    "UPDATE jobs SET state = ?2, pid = NULL WHERE id = ?1",
+                    params![id, QUEUED],
                 )
-                .map_err(self.err())?;
-            let mut h = Sha256::new();
-            let mut n = 0;
-            let mut q = st.query([&id]).map_err(self.err())?;
-            while let Some(r) = q.next().map_err(self.err())? {
-                let (u, s): (String, String) =
-                    (r.get(0).map_err(self.err())?, r.get(1).map_err(self.err())?);
-                h.update(format!("{u}\t{s}\n").as_bytes());
-                n += 1;
+            } else {
+                c.execute(
+                    "UPDATE jobs SET state = ?2, pid = NULL, finished_at = ?3, error = ?4 WHERE id = ?1",
+                    params![
+                        id,
+                        FAILED,
+                        now(),
+                        format!(
+                            "the service stopped while this job ran, {attempts} time(s) of {max_attempts}: not run again"
+                        )
+                    ],
+                )
             }
-            out.push(Batch {
-                id,
-                key,
-                first_at,
-                instances: n,
-                content_hash: hex(&h.finalize()),
-            });
+            .map_err(self.err())?;
+            out.push((id, pid, again));
         }
         Ok(out)
     }
 
-    /// A job that already has (or is getting) results for this content.
-    pub fn same_content(&self, series_uid: &str, hash: &str) -> Result<Option<String>, Error> {
+    /// Jobs at rest (done, failed, reviewed, superseded, awaiting review)
+    /// since before `cutoff` whose files are still there, and closed
+    /// batches of no job older than it.
+    pub fn expired(&self, cutoff: f64) -> Result<(Vec<String>, Vec<String>), Error> {
+        let c = self.lock();
+        let col = |sql: &str| -> Result<Vec<String>, Error> {
+            let mut st = c.prepare(sql).map_err(self.err())?;
+            let v = st
+                .query_map([cutoff], |r| r.get(0))
+                .map_err(self.err())?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(self.err());
+            v
+        };
+        let jobs = col("SELECT id FROM jobs WHERE purged_at IS NULL
+             AND state IN ('done', 'failed', 'reviewed', 'superseded', 'awaiting_review')
+             AND COALESCE(finished_at, queued_at) < ?1")?;
+        let batches = col("SELECT id FROM batches WHERE open = 0 AND last_at < ?1
+             AND id NOT IN (SELECT id FROM jobs WHERE purged_at IS NULL)")?;
+        Ok((jobs, batches))
+    }
+
+    pub fn mark_purged(&self, id: &str) -> Result<(), Error> {
         self.lock()
-            .query_row(
-                "SELECT id FROM jobs WHERE series_uid = ?1 AND content_hash = ?2 AND state != ?3
-                 ORDER BY queued_at LIMIT 1",
-                params![series_uid, hash, FAILED],
-                |r| r.get(0),
+            .execute(
+                "UPDATE jobs SET purged_at = ?2 WHERE id = ?1",
+                params![id, now()],
             )
-            .optional()
+            .map(|_| ())
             .map_err(self.err())
     }
 
-    /// Closes a batch; with `job`, queues it in the same transaction.
-    pub fn close_batch(&self, batch_id: &str, job: Option<&NewJob>) -> Result<(), Error> {
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(self.err())?;
-        tx.execute("UPDATE batches SET open = 0 WHERE id = ?1", [batch_id])
-            .map_err(self.err())?;
-        if let Some(j) = job {
-            insert_job(&tx, j).map_err(self.err())?;
-        }
-        tx.commit().map_err(self.err())
+    /// A run that crashed: queued again (at the back) while runs remain.
+    pub fn retry(&self, id: &str, error: &str) -> Result<(), Error> {
+        self.lock()
+            .execute(
+                "UPDATE jobs SET state = ?2, pid = NULL, error = ?3, queued_at = ?4 WHERE id = ?1",
+                params![id, QUEUED, error, now()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     pub fn insert_job(&self, j: &NewJob) -> Result<(), Error> {
@@ -378,37 +339,55 @@ impl Queue {
             .map_err(self.err())
     }
 
-    /// Inference finished: `delivering` to `destinations` (or `done` when
-    /// there is nothing to send).
-    pub fn inferred(
-        &self,
-        id: &str,
-        inference_s: f64,
-        lesions: usize,
-        destinations: &[String],
-    ) -> Result<(), Error> {
+    /// Inference finished: `delivering` to the immediate destinations,
+    /// else `awaiting_review` when a review is required and there is a
+    /// result to review, else `done`. A job superseded while it ran
+    /// delivers nothing: it ends `superseded`.
+    pub fn inferred(&self, id: &str, r: &Inferred) -> Result<String, Error> {
         let mut c = self.lock();
         let tx = c.transaction().map_err(self.err())?;
         let t = now();
-        let state = if destinations.is_empty() {
-            DONE
-        } else {
+        let superseded: Option<String> = tx
+            .query_row("SELECT superseded_by FROM jobs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .map_err(self.err())?;
+        let state = if superseded.is_some() {
+            SUPERSEDED
+        } else if !r.deliveries.is_empty() {
             DELIVERING
+        } else if r.review_required && r.rtstruct {
+            AWAITING_REVIEW
+        } else {
+            DONE
         };
+        let warnings = serde_json::to_string(&r.warnings).unwrap_or_default();
         tx.execute(
             "UPDATE jobs SET state = ?2, pid = NULL, inferred_at = ?3, inference_s = ?4, lesions = ?5,
-             finished_at = CASE WHEN ?2 = 'done' THEN ?3 ELSE NULL END, error = NULL WHERE id = ?1",
-            params![id, state, t, inference_s, lesions as i64],
+             finished_at = CASE WHEN ?2 IN ('done', 'awaiting_review', 'superseded') THEN ?3 ELSE NULL END,
+             error = NULL, warnings = ?6 WHERE id = ?1",
+            params![id, state, t, r.inference_s, r.lesions as i64, warnings],
         )
         .map_err(self.err())?;
-        for d in destinations {
-            tx.execute(
-                "INSERT OR IGNORE INTO deliveries(job_id, destination, state, next_at) VALUES (?1, ?2, 'pending', ?3)",
-                params![id, d, t],
-            )
-            .map_err(self.err())?;
+        if state == DELIVERING {
+            for (d, path, sop) in &r.deliveries {
+                crate::deliveries::insert(&tx, id, d, "result", path, sop, t)
+                    .map_err(self.err())?;
+            }
         }
-        tx.commit().map_err(self.err())
+        tx.commit().map_err(self.err())?;
+        Ok(state.to_string())
+    }
+
+    /// Moves a job to `state` (review exports, supersession).
+    pub fn set_state(&self, id: &str, state: &str) -> Result<(), Error> {
+        self.lock()
+            .execute(
+                "UPDATE jobs SET state = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id, state, now()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     pub fn fail(&self, id: &str, error: &str) -> Result<(), Error> {
@@ -421,92 +400,6 @@ impl Queue {
             .map_err(self.err())
     }
 
-    /// Pending deliveries whose time has come.
-    pub fn due_deliveries(&self) -> Result<Vec<Delivery>, Error> {
-        let c = self.lock();
-        let mut st = c
-            .prepare(&format!(
-                "SELECT {DELIVERY_COLS} FROM deliveries WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at"
-            ))
-            .map_err(self.err())?;
-        let v = st
-            .query_map([now()], delivery_row)
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err());
-        v
-    }
-
-    /// Records one delivery attempt; when no delivery of the job is pending
-    /// any more, the job is `done` (or `failed`, naming the destinations
-    /// that never took it).
-    pub fn delivery_attempt(
-        &self,
-        d: &Delivery,
-        result: Result<(), String>,
-        max_attempts: u32,
-        backoff_s: f64,
-        backoff_max_s: f64,
-    ) -> Result<(), Error> {
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(self.err())?;
-        let t = now();
-        let attempts = d.attempts + 1;
-        match &result {
-            Ok(()) => tx.execute(
-                "UPDATE deliveries SET state = 'delivered', attempts = ?3, delivered_at = ?4, error = NULL
-                 WHERE job_id = ?1 AND destination = ?2",
-                params![d.job_id, d.destination, attempts, t],
-            ),
-            Err(e) => {
-                let state = if attempts as u32 >= max_attempts { "failed" } else { "pending" };
-                let wait = (backoff_s * 2f64.powi(attempts as i32 - 1)).min(backoff_max_s);
-                tx.execute(
-                    "UPDATE deliveries SET state = ?3, attempts = ?4, next_at = ?5, error = ?6
-                     WHERE job_id = ?1 AND destination = ?2",
-                    params![d.job_id, d.destination, state, attempts, t + wait, e],
-                )
-            }
-        }
-        .map_err(self.err())?;
-        let pending: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM deliveries WHERE job_id = ?1 AND state = 'pending'",
-                [&d.job_id],
-                |r| r.get(0),
-            )
-            .map_err(self.err())?;
-        if pending == 0 {
-            let failed: Vec<String> = {
-                let mut st = tx
-                    .prepare(
-                        "SELECT destination FROM deliveries WHERE job_id = ?1 AND state = 'failed'",
-                    )
-                    .map_err(self.err())?;
-                let v = st
-                    .query_map([&d.job_id], |r| r.get(0))
-                    .map_err(self.err())?
-                    .collect::<Result<Vec<String>, _>>()
-                    .map_err(self.err())?;
-                v
-            };
-            let (state, error) = if failed.is_empty() {
-                (DONE, None)
-            } else {
-                (
-                    FAILED,
-                    Some(format!("not delivered to {}", failed.join(", "))),
-                )
-            };
-            tx.execute(
-                "UPDATE jobs SET state = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
-                params![d.job_id, state, t, error],
-            )
-            .map_err(self.err())?;
-        }
-        tx.commit().map_err(self.err())
-    }
-
     pub fn job(&self, id: &str) -> Result<Option<Job>, Error> {
         self.lock()
             .query_row(
@@ -516,21 +409,6 @@ impl Queue {
             )
             .optional()
             .map_err(self.err())
-    }
-
-    pub fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, Error> {
-        let c = self.lock();
-        let mut st = c
-            .prepare(&format!(
-                "SELECT {DELIVERY_COLS} FROM deliveries WHERE job_id = ?1 ORDER BY destination"
-            ))
-            .map_err(self.err())?;
-        let v = st
-            .query_map([id], delivery_row)
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err());
-        v
     }
 
     /// Jobs, newest first.
@@ -599,8 +477,7 @@ impl Queue {
 const JOB_COLS: &str =
     "id, source, series_uid, study_uid, calling_ae, content_hash, input, input_kind,
   uid_root, instances, state, attempts, pid, received_at, queued_at, started_at, inferred_at,
-  finished_at, inference_s, lesions, error";
-const DELIVERY_COLS: &str = "job_id, destination, state, attempts, next_at, delivered_at, error";
+  finished_at, inference_s, lesions, error, revision, supersedes, superseded_by, warnings";
 
 fn job_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
     Ok(Job {
@@ -625,30 +502,29 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
         inference_s: r.get(18)?,
         lesions: r.get(19)?,
         error: r.get(20)?,
+        revision: r.get(21)?,
+        supersedes: r.get(22)?,
+        superseded_by: r.get(23)?,
+        warnings: r
+            .get::<_, Option<String>>(24)?
+            .and_then(|w| serde_json::from_str(&w).ok())
+            .unwrap_or_default(),
     })
 }
 
-fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
-    Ok(Delivery {
-        job_id: r.get(0)?,
-        destination: r.get(1)?,
-        state: r.get(2)?,
-        attempts: r.get(3)?,
-        next_at: r.get(4)?,
-        delivered_at: r.get(5)?,
-        error: r.get(6)?,
-    })
-}
-
-fn insert_job(c: &Connection, j: &NewJob) -> rusqlite::Result<usize> {
+pub(crate) fn insert_job(c: &Connection, j: &NewJob) -> rusqlite::Result<usize> {
     // The UID root of the job's RT Structure Set: fixed when the job is
     // queued, so a job re-run after a crash sends the same SOP Instance UID
-    // and receivers see one object, not two.
-    let uid_root = delineate_dicom::build::new_uid();
+    // and receivers see one object, not two. A job that supersedes another
+    // keeps its root (same structure-set series) at the next revision.
+    let (uid_root, revision) = match j.supersedes {
+        Some((_, root, rev)) => (root.to_string(), rev),
+        None => (delineate_dicom::build::new_uid(), 1),
+    };
     c.execute(
         "INSERT INTO jobs(id, source, series_uid, study_uid, calling_ae, content_hash, input,
-           input_kind, uid_root, instances, state, received_at, queued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+           input_kind, uid_root, instances, state, received_at, queued_at, revision, supersedes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             j.id,
             j.source,
@@ -662,11 +538,95 @@ fn insert_job(c: &Connection, j: &NewJob) -> rusqlite::Result<usize> {
             j.instances as i64,
             QUEUED,
             j.received_at,
-            now()
+            now(),
+            revision,
+            j.supersedes.map(|s| s.0),
         ],
     )
 }
 
+/// Brings a database made by an earlier version up to [`SCHEMA`]: adds the
+/// new columns, and rebuilds `deliveries` with the object in its key.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<Option<bool>> {
+        let mut st = c.prepare(&format!("PRAGMA table_info({table})"))?;
+        let cols = st
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((!cols.is_empty()).then(|| cols.iter().any(|x| x == column)))
+    };
+    for (table, column, decl) in ADDED_COLUMNS {
+        if has(table, column)? == Some(false) {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    if has("deliveries", "object")? == Some(false) {
+        c.execute_batch(
+            "BEGIN;
+             ALTER TABLE deliveries RENAME TO deliveries_v1;
+             CREATE TABLE deliveries(
+               job_id TEXT NOT NULL, destination TEXT NOT NULL, object TEXT NOT NULL DEFAULT 'result',
+               state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+               delivered_at REAL, error TEXT, path TEXT, sop_uid TEXT,
+               PRIMARY KEY(job_id, destination, object));
+             INSERT INTO deliveries(job_id, destination, state, attempts, next_at, delivered_at, error)
+               SELECT job_id, destination, state, attempts, next_at, delivered_at, error FROM deliveries_v1;
+             DROP TABLE deliveries_v1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(q: &Queue, id: &str) {
+        let key = SeriesKey {
+            series_uid: format!("1.2.{}", id.len()),
+            modality: "MR".into(),
+            ..Default::default()
+        };
+        q.insert_job(&NewJob {
+            id,
+            source: "dicom",
+            key: &key,
+            content_hash: id,
+            input: Path::new("/nonexistent"),
+            input_kind: "dicom",
+            instances: 1,
+            received_at: now(),
+            supersedes: None,
+        })
+        .unwrap();
+    }
+
+    /// A case that takes the service down every time it runs (the OOM
+    /// killer) is run again at most `max_attempts` times in all.
+    #[test]
+    fn a_job_running_at_every_restart_fails_after_its_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        job(&q, "poison");
+        for attempt in 1..=3 {
+            let j = q.claim().unwrap().unwrap();
+            assert_eq!((j.id.as_str(), j.attempts), ("poison", attempt));
+            // The service dies here; at the next start:
+            let r = q.recover(3).unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].2, attempt < 3, "requeued after attempt {attempt}");
+        }
+        let j = q.job("poison").unwrap().unwrap();
+        assert_eq!(j.state, FAILED);
+        assert!(j.error.unwrap().contains("3 time(s) of 3"));
+        assert!(q.claim().unwrap().is_none());
+        // The next case is not blocked.
+        job(&q, "next-case");
+        assert_eq!(q.claim().unwrap().unwrap().id, "next-case");
+    }
 }

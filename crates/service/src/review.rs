@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::Audit;
-use crate::config::Destination;
 
 pub const PAGE: &str = include_str!("../assets/review.html");
 pub const SCRIPT: &str = include_str!("../assets/review.js");
@@ -39,6 +38,17 @@ pub struct Case {
     pub mask_path: PathBuf,
     /// Display window (1st and 99.5th percentile of the image).
     pub window: [f32; 2],
+    /// The result's id (lesions.json): decisions made on another result
+    /// do not apply to this one.
+    pub result_id: String,
+    /// The structure-set UID root of the result, when it recorded one.
+    pub uid_root: Option<String>,
+    /// The model that proposed the lesions.
+    pub model: delineate_dicom::ModelId,
+    /// The segmentation's warnings.
+    pub warnings: Vec<String>,
+    /// Things the reviewer must know (a superseded job, decisions set aside).
+    pub notices: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +69,8 @@ pub struct LesionView {
 pub struct Decisions {
     pub reviewer: String,
     pub time: String,
+    /// The result the decisions were made on (lesions.json `result_id`).
+    pub result_id: String,
     /// Lesion id → "accepted" or "rejected".
     pub decisions: BTreeMap<u32, String>,
 }
@@ -108,7 +120,16 @@ impl Case {
         let labels = mask.reorient("LPS").map_err(|e| e.to_string())?;
         let lesions = lesion_views(&les["lesions"], &labels);
         let window = percentiles(image.data().iter(), [0.01, 0.995]);
-        Ok(Case {
+        let text = |k: &str| les[k].as_str().unwrap_or_default().to_string();
+        let warnings: Vec<String> = les["warnings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut case = Case {
             name: name.to_string(),
             image,
             labels,
@@ -117,7 +138,29 @@ impl Case {
             reference: reference.map(Path::to_path_buf).or(dicom_ref),
             mask_path,
             window,
-        })
+            result_id: text("result_id"),
+            uid_root: les["uid_root"].as_str().map(String::from),
+            model: delineate_dicom::ModelId {
+                name: les["model"].as_str().unwrap_or("unknown model").to_string(),
+                version: text("model_sha256"),
+                research_only: les["research_use_only"].as_bool().unwrap_or(false),
+            },
+            notices: warnings
+                .iter()
+                .map(|w| format!("segmentation warning: {w}"))
+                .collect(),
+            warnings,
+        };
+        if let Some(d) = case.stored_decisions() {
+            if d.result_id != case.result_id {
+                case.notices.push(format!(
+                    "decisions by {} at {} were made on an earlier result of this case and are set aside",
+                    if d.reviewer.is_empty() { "someone" } else { &d.reviewer },
+                    d.time
+                ));
+            }
+        }
+        Ok(case)
     }
 
     pub fn meta(&self, can_send: bool) -> serde_json::Value {
@@ -131,6 +174,9 @@ impl Case {
             "review": self.decisions(),
             "can_export_rtstruct": self.reference.is_some(),
             "can_send": can_send,
+            "model": self.model.describe(),
+            "warnings": self.warnings,
+            "notices": self.notices,
         })
     }
 
@@ -173,11 +219,21 @@ impl Case {
         Some((w, h, out))
     }
 
-    pub fn decisions(&self) -> Decisions {
+    fn stored_decisions(&self) -> Option<Decisions> {
         std::fs::read(self.dir.join("review.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    }
+
+    /// The decisions made on this result (none when review.json belongs
+    /// to another result of the case: its lesion numbers mean other lesions).
+    pub fn decisions(&self) -> Decisions {
+        self.stored_decisions()
+            .filter(|d| d.result_id == self.result_id)
+            .unwrap_or_else(|| Decisions {
+                result_id: self.result_id.clone(),
+                ..Default::default()
+            })
     }
 
     /// Stores the decisions (atomically) and logs them.
@@ -198,6 +254,7 @@ impl Case {
         }
         let mut d = d.clone();
         d.time = crate::audit::rfc3339_now();
+        d.result_id = self.result_id.clone();
         let bytes = serde_json::to_vec_pretty(&d).map_err(|e| e.to_string())?;
         crate::durable::write(&self.dir.join("review.json"), &bytes).map_err(|e| e.to_string())?;
         let pick = |s: &str| -> Vec<u32> {
@@ -214,69 +271,6 @@ impl Case {
                    "undecided": known.iter().filter(|k| !d.decisions.contains_key(k)).collect::<Vec<_>>()}),
         );
         Ok(())
-    }
-
-    /// Writes `reviewed/rtstruct.dcm` with the accepted lesions only.
-    pub fn export(&self) -> Result<(PathBuf, Vec<u32>), String> {
-        let reference = self
-            .reference
-            .as_ref()
-            .ok_or("this case has no DICOM series to refer to: no RTSTRUCT (the reviewed mask is in review.json)")?;
-        let d = self.decisions();
-        let accepted: Vec<u32> = d
-            .decisions
-            .iter()
-            .filter(|(_, v)| *v == "accepted")
-            .map(|(k, _)| *k)
-            .collect();
-        if accepted.is_empty() {
-            return Err("no lesion accepted: nothing to export (planning systems refuse empty structure sets)".into());
-        }
-        let series = delineate_dicom::read_series(reference, &Default::default(), None)
-            .map_err(|e| e.to_string())?;
-        let (mask, _) = read_nifti_any(&self.mask_path).map_err(|e| e.to_string())?;
-        let keep = accepted.clone();
-        let labels = mask
-            .into_f32()
-            .map(|&v| v.max(0.0).round() as u32)
-            .map(|&l| if keep.contains(&l) { l } else { 0 });
-        let rois: Vec<delineate_dicom::RoiSpec> = self
-            .lesions
-            .iter()
-            .filter(|l| accepted.contains(&l.id))
-            .enumerate()
-            .map(|(n, l)| {
-                delineate_dicom::RoiSpec::lesion(
-                    l.id,
-                    n,
-                    format!(
-                        "delineate, accepted by {}: max probability {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
-                        if d.reviewer.is_empty() { "reviewer" } else { &d.reviewer },
-                        l.max_probability,
-                        l.volume_mm3,
-                        l.equivalent_diameter_mm
-                    ),
-                )
-            })
-            .collect();
-        let dir = self.dir.join("reviewed");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join("rtstruct.dcm");
-        let opts = delineate_dicom::RtStructOptions {
-            series_description: "delineate contours, reviewed".into(),
-            generation_algorithm: "SEMIAUTOMATIC".into(),
-            ..Default::default()
-        };
-        delineate_dicom::write_rtstruct(
-            &path,
-            &labels,
-            series.volume.geometry(),
-            &series.meta,
-            &rois,
-            &opts,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok((path, accepted))
     }
 }
 
@@ -342,9 +336,12 @@ pub const CACHED_CASES: usize = 3;
 
 /// What the review routes need.
 pub struct ReviewApp {
-    pub token: String,
+    /// Who may open the data routes, and as whom they act.
+    pub auth: Arc<crate::users::Auth>,
     pub cases: Cases,
     pub audit: Arc<Audit>,
+    /// Where reviewed exports are numbered and queued.
+    pub exports: Arc<dyn crate::review_export::ExportLog>,
     /// The service, for loading job cases and sending results.
     pub service: Option<Arc<crate::Service>>,
 }
@@ -389,9 +386,15 @@ impl ReviewApp {
                 } else {
                     (PathBuf::from(&job.input), Some(PathBuf::from(&job.input)))
                 };
-                let case = Case::load(id, &out, Some(&image), reference.as_deref())
-                    .map(Arc::new)
+                let mut case = Case::load(id, &out, Some(&image), reference.as_deref())
                     .map_err(|e| (500, e))?;
+                if let Some(by) = &job.superseded_by {
+                    case.notices.insert(
+                        0,
+                        format!("superseded: more of this series arrived; review job {by} instead"),
+                    );
+                }
+                let case = Arc::new(case);
                 let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
                 c.push((id.to_string(), case.clone()));
                 if c.len() > CACHED_CASES {
@@ -402,10 +405,17 @@ impl ReviewApp {
         }
     }
 
-    pub fn destinations(&self) -> Vec<Destination> {
+    /// Names of the destinations a reviewed export goes to: all of them.
+    pub fn destinations(&self) -> Vec<String> {
         self.service
             .as_ref()
-            .map(|s| s.config.destinations.clone())
+            .map(|s| {
+                s.config
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -6,7 +6,8 @@
 //! - `GET  /review/{id}/api/slice/{axis}/{index}`: one slice, raw arrays;
 //! - `POST /review/{id}/api/decisions`: `{"reviewer", "decisions": {id: "accepted"|"rejected"}}`;
 //! - `POST /review/{id}/api/export`: `{"send": bool}`: RTSTRUCT of the accepted
-//!   lesions, optionally sent to the destinations;
+//!   lesions ([`crate::review_export`]), optionally queued to every
+//!   destination (delivered by the delivery loop, with retries);
 //! - `GET  /review/{id}/api/export/rtstruct.dcm`.
 //!
 //! `{id}` is a job id in the service and `case` in `delineate review`.
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
+use axum::extract::{ConnectInfo, Extension, Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::review::{Decisions, ReviewApp};
+use crate::users::Principal;
 
 type App = Arc<ReviewApp>;
 
@@ -53,12 +55,29 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    if crate::http::has_bearer(req.headers(), &app.token) {
-        next.run(req).await
-    } else {
-        crate::http::unauthorized("missing or wrong bearer token (open the link with #token=...)")
+async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    match app.auth.who(req.headers()) {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => crate::http::unauthorized(
+            "missing, wrong or revoked bearer token (open the link with #token=...)",
+        ),
     }
+}
+
+/// A 403 unless the account may review.
+fn must_review(who: &Principal) -> Option<Response> {
+    (!who.role.may_review()).then(|| {
+        err(
+            403,
+            format!(
+                "{} is a {:?}: deciding on lesions and exporting need a reviewer account",
+                who.name, who.role
+            ),
+        )
+    })
 }
 
 async fn page() -> Response {
@@ -94,9 +113,18 @@ async fn case(app: &App, id: String) -> Result<Arc<crate::review::Case>, Respons
     }
 }
 
-async fn meta(State(app): State<App>, UrlPath(id): UrlPath<String>) -> Response {
+async fn meta(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
     match case(&app, id).await {
-        Ok(c) => Json(c.meta(!app.destinations().is_empty())).into_response(),
+        Ok(c) => {
+            let mut m = c.meta(!app.destinations().is_empty());
+            m["user"] = who.name.clone().into();
+            m["may_review"] = who.role.may_review().into();
+            Json(m).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -126,13 +154,19 @@ async fn slice(
 async fn decisions(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(who): Extension<Principal>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let d: Decisions = match serde_json::from_slice(&body) {
+    if let Some(r) = must_review(&who) {
+        return r;
+    }
+    let mut d: Decisions = match serde_json::from_slice(&body) {
         Ok(d) => d,
         Err(e) => return err(400, format!("decisions: {e}")),
     };
+    // The reviewer is the account, not what was typed.
+    d.reviewer = who.name.clone();
     let c = match case(&app, id.clone()).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -148,9 +182,13 @@ async fn decisions(
 async fn export(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(who): Extension<Principal>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = must_review(&who) {
+        return r;
+    }
     let send = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["send"].as_bool())
@@ -160,37 +198,42 @@ async fn export(
         Err(r) => return r,
     };
     let a = app.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
-        let (path, accepted) = c.export()?;
-        let uid = crate::scu::instance_uid(&path);
-        let mut sent = Vec::new();
-        if send {
-            let our_ae = a
-                .service
-                .as_ref()
-                .map(|s| s.config.node.ae_title.clone())
-                .unwrap_or_default();
-            for d in a.destinations() {
-                let r = crate::scu::store(&d, &our_ae, &path);
-                sent.push(json!({"destination": d.name, "ok": r.is_ok(), "error": r.err()}));
+    let r = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, (u16, String)> {
+        if let Some(svc) = &a.service {
+            let job = svc
+                .queue
+                .job(&id)
+                .map_err(|e| (500, e.to_string()))?
+                .ok_or((404, format!("no job {id}")))?;
+            if let Some(by) = job.superseded_by {
+                return Err((
+                    409,
+                    format!("job {id} was superseded by job {by} (more of the series arrived): review that one"),
+                ));
             }
         }
-        let reviewer = c.decisions().reviewer;
+        let destinations = if send { a.destinations() } else { Vec::new() };
+        let o = crate::review_export::export(&c, &id, a.exports.as_ref(), &destinations)
+            .map_err(|e| (409, e))?;
         a.audit.event(
             "review_export",
-            json!({"job": id, "case": c.name, "reviewer": reviewer, "client": peer.to_string(),
-                   "accepted": accepted, "rtstruct_uid": uid, "sent": sent}),
+            json!({"job": id, "case": c.name, "reviewer": o.record.reviewer, "user": who.name,
+                   "client": peer.to_string(),
+                   "accepted": o.record.accepted, "rtstruct_uid": o.record.sop_uid,
+                   "revision": o.record.revision, "unchanged": o.unchanged,
+                   "supersedes_revision": o.supersedes, "queued": o.queued,
+                   "result_id": o.record.result_id}),
         );
-        Ok(
-            json!({"rtstruct": format!("/review/{id}/api/export/rtstruct.dcm"),
-                  "path": path, "rois": accepted.len(), "accepted": accepted,
-                  "rtstruct_uid": uid, "sent": sent}),
-        )
+        Ok(json!({"rtstruct": format!("/review/{id}/api/export/rtstruct.dcm"),
+                  "path": o.record.path, "rois": o.record.accepted.len(),
+                  "accepted": o.record.accepted, "rtstruct_uid": o.record.sop_uid,
+                  "revision": o.record.revision, "unchanged": o.unchanged,
+                  "supersedes_revision": o.supersedes, "queued": o.queued}))
     })
     .await;
     match r {
         Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => err(409, e),
+        Ok(Err((s, e))) => err(s, e),
         Err(e) => err(500, e.to_string()),
     }
 }

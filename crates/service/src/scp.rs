@@ -1,6 +1,12 @@
 //! The DICOM node as SCP: Verification (C-ECHO) and Storage (C-STORE).
 //!
-//! One thread per association, at most `node.max_associations` at once.
+//! A fixed pool of `node.max_associations` threads serves associations;
+//! connections beyond that wait in a queue of the same length, and beyond
+//! that are closed at once (and logged): a flood of connections costs no
+//! thread and no memory. Every peer is bounded: silent for `timeout_s`
+//! (during the handshake too) and it is dropped; command sets over 64 KiB,
+//! an instance over `max_instance_mib` or an association over
+//! `max_association_mib` abort the association.
 //! Only calling AE titles on the allow-list associate; storage accepts MR,
 //! Enhanced MR and CT (so a whole study pushed by a PACS does not fail;
 //! routing skips what is not processed) in the transfer syntaxes our series
@@ -26,8 +32,8 @@ use crate::dimse::{self, Command};
 use crate::queue::SeriesKey;
 use crate::{Counters, Service};
 
-/// Largest single instance we take (an Enhanced MR of a whole study fits).
-pub const MAX_INSTANCE_BYTES: usize = 1 << 30;
+/// Largest command set: the ones we serve are a few hundred bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Storage SOP classes accepted.
 pub const STORAGE_CLASSES: &[&str] = &[
@@ -40,7 +46,9 @@ pub const STORAGE_CLASSES: &[&str] = &[
 /// The allow-list, remembering who asked (for the audit log).
 struct AllowList<'a> {
     allowed: &'a [String],
-    busy: bool,
+    /// Per AE title, the address ranges it may connect from.
+    ranges: &'a std::collections::BTreeMap<String, Vec<String>>,
+    peer: Option<std::net::IpAddr>,
     calling: &'a Mutex<Option<String>>,
 }
 
@@ -60,48 +68,87 @@ impl AccessControl for AllowList<'_> {
         if !self.allowed.iter().any(|a| a == calling) {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
-        if self.busy {
-            return Err(AssociationRJServiceUserReason::NoReasonGiven);
+        if let Some(nets) = self.ranges.get(calling) {
+            let inside = self.peer.is_some_and(|ip| {
+                nets.iter()
+                    .filter_map(|n| crate::cidr::Cidr::parse(n).ok())
+                    .any(|c| c.contains(ip))
+            });
+            if !inside {
+                // The title is right but not from where it may call.
+                return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+            }
         }
         Ok(())
     }
 }
 
-pub fn accept_loop(svc: Arc<Service>, listener: TcpListener) {
-    for stream in listener.incoming() {
-        if svc.stopping() {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        let s = svc.clone();
-        let active = s
-            .counters
-            .active_associations
-            .fetch_add(1, Ordering::SeqCst)
-            + 1;
-        let busy = active as usize > s.config.node.max_associations;
-        std::thread::spawn(move || {
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            handle(&s, stream, &peer, busy);
+/// Serves associations from `listener` (over TLS with `tls`).
+pub fn accept_loop(
+    svc: Arc<Service>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let n = svc.config.node.max_associations;
+    // Connections waiting for a free thread: as many as there are threads.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(TcpStream, String)>(n);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..n {
+        let (s, rx, tls) = (svc.clone(), rx.clone(), tls.clone());
+        std::thread::spawn(move || loop {
+            let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok((stream, peer)) = next else { return };
+            s.counters
+                .active_associations
+                .fetch_add(1, Ordering::SeqCst);
+            handle(&s, stream, &peer, tls.clone());
             s.counters
                 .active_associations
                 .fetch_sub(1, Ordering::SeqCst);
         });
     }
+    for stream in listener.incoming() {
+        if svc.stopping() {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        if let Err(std::sync::mpsc::TrySendError::Full((stream, peer))) =
+            tx.try_send((stream, peer))
+        {
+            // Every thread busy and the queue full: close now, log once.
+            drop(stream);
+            Counters::inc(&svc.counters.associations_rejected);
+            tracing::warn!(
+                peer,
+                "connection closed: {n} associations open and {n} waiting"
+            );
+            svc.audit.event(
+                "association_rejected",
+                json!({"peer": peer, "calling_ae": "", "reason":
+                       format!("busy: {n} associations open and {n} waiting (node.max_associations)")}),
+            );
+        }
+    }
 }
 
-fn handle(svc: &Service, stream: TcpStream, peer: &str, busy: bool) {
+fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::ServerConfig>>) {
     let n = &svc.config.node;
     let who = Mutex::new(None);
     let allow = AllowList {
         allowed: &n.allowed_aes,
-        busy,
+        ranges: &n.allowed_ips,
+        peer: stream.peer_addr().ok().map(|a| a.ip()),
         calling: &who,
     };
     let timeout = Duration::from_secs_f64(n.timeout_s);
+    // A peer that connects and says nothing is dropped after the timeout,
+    // during the handshake as later.
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
     let mut opts = ServerAssociationOptions::new()
         .ae_access_control(allow)
         .ae_title(n.ae_title.as_str())
@@ -115,7 +162,23 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, busy: bool) {
     for ts in dimse::TRANSFER_SYNTAXES {
         opts = opts.with_transfer_syntax(*ts);
     }
-    let assoc = match opts.establish(stream) {
+    if let Err(why) = wait_for_start(&stream, timeout, tls.is_some()) {
+        Counters::inc(&svc.counters.associations_rejected);
+        tracing::warn!(peer, "connection dropped: {why}");
+        svc.audit.event(
+            "association_rejected",
+            json!({"peer": peer, "calling_ae": "", "reason": why}),
+        );
+        return;
+    }
+    let established = match tls {
+        Some(cfg) => opts
+            .tls_config(cfg)
+            .establish_tls(stream)
+            .map(|a| Established::Tls(Box::new(a))),
+        None => opts.establish(stream).map(Established::Plain),
+    };
+    let assoc = match established {
         Ok(a) => a,
         Err(e) => {
             Counters::inc(&svc.counters.associations_rejected);
@@ -124,11 +187,7 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, busy: bool) {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
                 .unwrap_or_default();
-            let reason = if busy {
-                format!("busy: {} associations already open", n.max_associations)
-            } else {
-                e.to_string()
-            };
+            let reason = e.to_string();
             tracing::warn!(peer, calling_ae = calling, "association refused: {reason}");
             svc.audit.event(
                 "association_rejected",
@@ -138,7 +197,12 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, busy: bool) {
         }
     };
     Counters::inc(&svc.counters.associations);
-    let calling = assoc.peer_ae_title().trim().to_string();
+    let calling = match &assoc {
+        Established::Plain(a) => a.peer_ae_title(),
+        Established::Tls(a) => a.peer_ae_title(),
+    }
+    .trim()
+    .to_string();
     let mut session = Session {
         svc,
         calling: calling.clone(),
@@ -146,12 +210,79 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, busy: bool) {
         refused: 0,
         series: std::collections::BTreeSet::new(),
     };
-    let end = session.serve(assoc);
+    let (end, transport) = match assoc {
+        Established::Plain(a) => (session.serve(a), "plain"),
+        Established::Tls(a) => (session.serve(*a), "tls"),
+    };
     svc.audit.event(
         "association",
         json!({"peer": peer, "calling_ae": calling, "stored": session.stored,
-               "refused": session.refused, "series": session.series, "end": end}),
+               "refused": session.refused, "series": session.series, "end": end,
+               "transport": transport}),
     );
+}
+
+/// Waits (at most `timeout`) until the peer has sent the start of what the
+/// port expects: the first byte of an A-ASSOCIATE-RQ (0x01) on the plain
+/// port, a whole first TLS record of type handshake (0x16) on the TLS port.
+///
+/// Why here and not in dicom-ul: with its `sync-tls` feature, dicom-ul
+/// 0.10.1 retries the TLS acceptor on the bytes already read when the first
+/// read fails, and at end of input that retry never ends. A peer that
+/// connects and closes, goes silent, or sends half a ClientHello would keep
+/// a pool thread spinning for ever. Looking at the bytes first (without
+/// consuming them) means dicom-ul only sees peers that got that far.
+fn wait_for_start(stream: &TcpStream, timeout: Duration, tls: bool) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; 5 + (1 << 14)];
+    loop {
+        let n = match stream.peek(&mut buf) {
+            Ok(0) => return Err("closed before sending anything".into()),
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Err(format!(
+                    "silent for {:.0} s (node.timeout_s)",
+                    timeout.as_secs_f64()
+                ))
+            }
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        if !tls {
+            return if buf[0] == 0x01 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the first byte 0x{:02x} is not an A-ASSOCIATE-RQ (TLS to the plain port?)",
+                    buf[0]
+                ))
+            };
+        }
+        if buf[0] != 0x16 {
+            return Err(format!(
+                "the first byte 0x{:02x} is not a TLS handshake (plain DICOM to the TLS port?)",
+                buf[0]
+            ));
+        }
+        if n >= 5 {
+            let need = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+            if n >= need || need > buf.len() {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err("an incomplete TLS ClientHello, then silence".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An association over plain TCP or TLS.
+enum Established {
+    Plain(dicom_ul::association::ServerAssociation<TcpStream>),
+    Tls(Box<dicom_ul::association::ServerAssociation<dicom_ul::association::server::TlsStream>>),
 }
 
 struct Session<'a> {
@@ -172,16 +303,35 @@ impl Session<'_> {
         let mut cmd_buf: Vec<u8> = Vec::new();
         let mut data_buf: Vec<u8> = Vec::new();
         let mut pending: Option<(Command, u8)> = None;
+        let node = &self.svc.config.node;
+        let max_instance = (node.max_instance_mib * 1024 * 1024) as usize;
+        let max_total = node.max_association_mib * 1024 * 1024;
+        let mut total: u64 = 0;
         loop {
             let pdu = match assoc.receive() {
                 Ok(p) => p,
                 Err(e) => return format!("error: {e}"),
             };
+            if let Pdu::PData { data } = &pdu {
+                total += data.iter().map(|v| v.data.len() as u64).sum::<u64>();
+                if total > max_total {
+                    return abort(
+                        assoc,
+                        &format!(
+                            "more than {} MiB in one association (node.max_association_mib)",
+                            node.max_association_mib
+                        ),
+                    );
+                }
+            }
             match pdu {
                 Pdu::PData { data } => {
                     for pdv in data {
                         match pdv.value_type {
                             PDataValueType::Command => {
+                                if cmd_buf.len() + pdv.data.len() > MAX_COMMAND_BYTES {
+                                    return abort(assoc, "command set larger than 64 KiB");
+                                }
                                 cmd_buf.extend_from_slice(&pdv.data);
                                 if !pdv.is_last {
                                     continue;
@@ -225,8 +375,14 @@ impl Session<'_> {
                                         "data set on another presentation context than its command",
                                     );
                                 }
-                                if data_buf.len() + pdv.data.len() > MAX_INSTANCE_BYTES {
-                                    return abort(assoc, "instance larger than 1 GiB");
+                                if data_buf.len() + pdv.data.len() > max_instance {
+                                    return abort(
+                                        assoc,
+                                        &format!(
+                                            "instance larger than {} MiB (node.max_instance_mib)",
+                                            node.max_instance_mib
+                                        ),
+                                    );
                                 }
                                 data_buf.extend_from_slice(&pdv.data);
                                 if !pdv.is_last {
@@ -322,18 +478,27 @@ impl Session<'_> {
         let sha = crate::queue::hex(&Sha256::digest(dataset));
         let spooled = crate::durable::spool(&self.svc.dirs.spool, &part10)
             .map_err(|e| (dimse::OUT_OF_RESOURCES, e.to_string()))?;
+        let acquisition = delineate_dicom::acquisition::read(&obj);
+        let geometry = crate::batches::InstanceGeometry {
+            position: h.image_position,
+            orientation: h.image_orientation,
+            frames: h.number_of_frames,
+            images_in_acquisition: acquisition.images_in_acquisition,
+        };
         let key = SeriesKey {
             series_uid: h.series_instance_uid.clone(),
             study_uid: h.study.instance_uid.clone(),
             modality: h.modality.clone(),
             description: h.series_description.clone(),
             calling_ae: self.calling.clone(),
+            acquisition,
         };
         let r = self.svc.queue.add_instance(
             &key,
             &h.sop_instance_uid,
             &sha,
             part10.len() as u64,
+            &geometry,
             &spooled,
             &self.svc.dirs.batches,
         );

@@ -87,6 +87,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         seg: false,
         dicom_out: false,
         uid_root: None,
+        revision: 1,
+        force: true,
         series: Default::default(),
     };
     let t = Instant::now();

@@ -59,6 +59,8 @@ pub struct EvaluateArgs {
     /// 1,3, the tumour core; 3 for enhancing tumour only).
     #[arg(long, value_delimiter = ',')]
     pub labels: Option<Vec<u32>>,
+    #[command(flatten)]
+    pub rois: crate::input::RoiArgs,
     /// Lesion connectivity: 26 or 6.
     #[arg(long, default_value_t = 26, value_parser = parse_connectivity)]
     pub connectivity: u8,
@@ -190,6 +192,7 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
         allow_missing: a.allow_missing,
         layout: crate::commands::train::parse_layout(&a.layout),
         labels: a.labels.clone(),
+        rois: a.rois.selection()?,
         brats: match a.metrics.as_deref() {
             Some("brats2023-mets") => Some(delineate_eval::brats::Challenge::Mets),
             Some("brats2023-men") => Some(delineate_eval::brats::Challenge::Men),

@@ -13,3 +13,4 @@ pub mod serve;
 pub mod study;
 pub mod synth;
 pub mod train;
+pub mod user;

@@ -27,8 +27,18 @@ pub struct ReviewArgs {
     /// Port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 8765)]
     pub port: u16,
+    /// Who reviews: recorded with every decision and in the exported
+    /// structure set. Default: the login name ($USER).
+    #[arg(long)]
+    pub reviewer: Option<String>,
 }
 
 pub fn run(a: &ReviewArgs) -> Result<()> {
-    delineate_service::run_review(&a.case_dir, a.image.as_deref(), a.port)
+    let reviewer = a
+        .reviewer
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--reviewer: who reviews? ($USER is not set)"))?;
+    delineate_service::run_review(&a.case_dir, a.image.as_deref(), a.port, &reviewer)
 }

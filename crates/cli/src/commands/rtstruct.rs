@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use delineate_dicom::{read_rtstruct, write_rtstruct, DicomSeries, RoiSpec, RtStructOptions};
+use delineate_dicom::{write_rtstruct, DicomSeries, RoiSpec, RtStructOptions};
 use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
 use delineate_imaging::{
     connected_components, read_nifti_any, write_nifti, Connectivity, Geometry, NiftiWriteOptions,
@@ -71,6 +71,15 @@ pub struct ReadArgs {
     /// The label map to write (.nii/.nii.gz).
     #[arg(long)]
     pub out: PathBuf,
+    /// Only ROIs whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub roi: Option<String>,
+    /// Only ROIs of these RT ROI Interpreted Types (comma-separated), or any.
+    #[arg(long, value_name = "TYPES", default_value = "any")]
+    pub roi_type: String,
+    /// How the contours of one ROI on one slice combine: even-odd or union.
+    #[arg(long, default_value = "even-odd", value_parser = ["even-odd", "union"])]
+    pub contours: String,
     #[command(flatten)]
     pub series: SeriesArgs,
 }
@@ -215,7 +224,22 @@ fn write(a: &WriteArgs) -> Result<()> {
 fn read(a: &ReadArgs) -> Result<()> {
     let reference = load_reference(&a.reference, &a.series)?;
     let grid = reference.volume.geometry().clone();
-    let rt = read_rtstruct(&a.rtstruct, &grid, &reference.meta.frame_of_reference_uid)?;
+    let sel = delineate_dicom::RoiSelection::parse(
+        a.roi.as_deref(),
+        Some(&a.roi_type),
+        a.contours.parse().map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let rt = delineate_dicom::read_rtstruct_with(
+        &a.rtstruct,
+        &grid,
+        &reference.meta.frame_of_reference_uid,
+        sel.combine,
+    )?;
+    let selected = rt.select(&sel, &grid, &a.rtstruct)?;
+    if let Some(note) = selected.ignored_note() {
+        eprintln!("note: {}: {note}", a.rtstruct.display());
+    }
     for w in &rt.warnings {
         eprintln!("warning: {}: {w}", a.rtstruct.display());
     }
@@ -237,13 +261,13 @@ fn read(a: &ReadArgs) -> Result<()> {
             a.rtstruct.display()
         );
     }
-    let labels = rt.label_map(&grid);
+    let labels = selected.labels;
     let name = a.out.to_string_lossy().to_string();
     let sidecar = PathBuf::from(format!(
         "{}.json",
         name.trim_end_matches(".gz").trim_end_matches(".nii")
     ));
-    if rt.rois.len() <= u16::MAX as usize {
+    if selected.chosen.len() <= u16::MAX as usize {
         write_nifti(
             &a.out,
             &labels.map(|&l| l as u16),
@@ -252,8 +276,8 @@ fn read(a: &ReadArgs) -> Result<()> {
     } else {
         write_nifti(&a.out, &labels, &NiftiWriteOptions::default())?;
     }
-    let listing: Vec<serde_json::Value> = rt
-        .rois
+    let listing: Vec<serde_json::Value> = selected
+        .chosen
         .iter()
         .enumerate()
         .map(|(n, r)| serde_json::json!({"label": n + 1, "roi_number": r.number, "name": r.name, "type": r.interpreted_type, "description": r.description, "contours": r.contours, "voxels": r.voxels}))
@@ -263,7 +287,7 @@ fn read(a: &ReadArgs) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &sidecar).with_context(|| format!("writing {}", sidecar.display()))?;
     println!("wrote {} and {}", a.out.display(), sidecar.display());
-    for (n, r) in rt.rois.iter().enumerate() {
+    for (n, r) in selected.chosen.iter().enumerate() {
         println!(
             "  label {:>3}  {:<16} {:>8} voxels  {} contour(s)",
             n + 1,

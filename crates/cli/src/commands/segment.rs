@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use delineate_dicom::{write_mr_series, RoiSpec, RtStructOptions, SeriesMeta, SeriesWriteOptions};
-use delineate_imaging::{write_nifti, AnyVolume, NiftiWriteOptions, Volume};
+use delineate_dicom::ModelId;
 use delineate_model::backend::Backend;
 use delineate_model::fast::FastUNet;
 use delineate_model::infer::{BurnPredictor, TilePredictor};
 use delineate_model::modelfile::{self, ModelInfo};
 use delineate_model::network::Network;
-use delineate_model::segment::{segment, Lesion, SegmentOptions, Segmentation};
+use delineate_model::result::{model_id, write_result, ResultInfo, ResultOptions};
+use delineate_model::segment::{segment, Lesion, SegmentOptions};
 
 use crate::input::{self, SeriesArgs, Source};
 
@@ -40,18 +40,26 @@ pub const SHIPPED_MODEL_NAME: &str = "models/unet-synth.dlm (built in)";
 ///
 /// OUT gets probability.nii.gz (float32, input grid), mask.nii.gz (label n
 /// = lesion n), lesions.json (volume, equivalent diameter, LPS centroid,
-/// max and mean probability per lesion; timings), and for DICOM input
-/// rtstruct.dcm on the input series (one ROI per lesion, confidence in the
-/// ROI description; --seg adds seg.dcm). With --dicom-out a NIfTI input is
-/// also written as a DICOM series (OUT/dicom/) that the RTSTRUCT references.
-/// Files appear only when all of them are complete.
+/// max and mean probability per lesion; timings; the result's id), and for
+/// DICOM input rtstruct.dcm on the input series: an unreviewed AI draft,
+/// labelled so in its structure set label, ROI names ("AI draft L1") and
+/// descriptions (model, confidence, warnings); --seg adds seg.dcm. With
+/// --dicom-out a NIfTI input is also written as a DICOM series (OUT/dicom/)
+/// that the RTSTRUCT references. OUT is one whole result: it appears only
+/// when all files are complete, and replaces an earlier OUT only with
+/// --force.
 #[derive(clap::Args)]
 pub struct SegmentArgs {
     /// DICOM folder, NIfTI file, or folder of cases.
     pub input: PathBuf,
-    /// Output folder (created; existing files of the same names are replaced).
+    /// Output folder: created; one that is not empty is refused unless
+    /// --force, which replaces it as a whole.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output folder (all of it: no file of an earlier
+    /// result survives).
+    #[arg(long)]
+    pub force: bool,
     /// Model file (.dlm from `delineate train`); default: the built-in model.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -77,11 +85,15 @@ pub struct SegmentArgs {
     /// RTSTRUCT referencing it.
     #[arg(long)]
     pub dicom_out: bool,
-    /// Fixed UID root for the RTSTRUCT (SOP Instance ROOT.1, Series
-    /// ROOT.2): the service sets it per job so a re-run after a crash
-    /// sends the same object. Default: new UIDs.
+    /// Fixed UID root for the RTSTRUCT (Series ROOT.2, SOP Instance
+    /// ROOT.1.REVISION): the service sets it per job so a re-run after a
+    /// crash sends the same object, and a later result on the same series
+    /// is the next revision. Default: a new root.
     #[arg(long, hide = true, value_name = "ROOT")]
     pub uid_root: Option<String>,
+    /// Revision of the result under --uid-root (its Instance Number).
+    #[arg(long, hide = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub revision: u32,
     #[command(flatten)]
     pub series: SeriesArgs,
 }
@@ -102,6 +114,8 @@ pub struct Loaded<B: Backend> {
     pub net: Network<B>,
     pub info: ModelInfo,
     pub name: String,
+    /// Name, SHA-256 and whether it is the built-in research model.
+    pub id: ModelId,
     pub fast: Option<FastUNet>,
     pub device: B::Device,
 }
@@ -133,15 +147,27 @@ pub fn load_model<B: Backend>(
     device: &B::Device,
     fast: bool,
 ) -> Result<Loaded<B>> {
-    let (net, info, name) = match path {
+    let (net, info, name, id) = match path {
         Some(p) => {
-            let (n, i) = modelfile::load::<B>(p, device)?;
-            (n, i, p.display().to_string())
+            let bytes =
+                std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+            let (n, i) = modelfile::from_bytes::<B>(&bytes, p, device)?;
+            let name = p.file_name().map_or_else(
+                || p.display().to_string(),
+                |f| f.to_string_lossy().to_string(),
+            );
+            (
+                n,
+                i,
+                p.display().to_string(),
+                model_id(&name, &bytes, false),
+            )
         }
         None => {
             let (n, i) =
                 modelfile::from_bytes::<B>(SHIPPED_MODEL, Path::new(SHIPPED_MODEL_NAME), device)?;
-            (n, i, SHIPPED_MODEL_NAME.to_string())
+            let id = model_id("unet-synth.dlm (built in)", SHIPPED_MODEL, true);
+            (n, i, SHIPPED_MODEL_NAME.to_string(), id)
         }
     };
     let fast = match (&net, fast) {
@@ -152,6 +178,7 @@ pub fn load_model<B: Backend>(
         net,
         info,
         name,
+        id,
         fast,
         device: device.clone(),
     })
@@ -232,6 +259,9 @@ fn run_on<B: Backend>(a: &SegmentArgs, device: &B::Device) -> Result<()> {
         print_case(&out, &model.name);
         return Ok(());
     };
+    for (name, _) in &cases {
+        delineate_model::result::check_out(&a.out.join(name), a.force)?;
+    }
     println!(
         "{}: {} cases (batch mode); model {}",
         a.input.display(),
@@ -303,10 +333,7 @@ pub fn options(a: &SegmentArgs) -> Result<SegmentOptions> {
         }
     }
     if let Some(r) = &a.uid_root {
-        // A UID has at most 64 characters (PS3.5 §9.1); ".1" is appended.
-        if r.is_empty() || r.len() > 62 || !r.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            bail!("--uid-root: digits and dots, at most 62 characters");
-        }
+        delineate_dicom::check_uid_root(r).map_err(|e| anyhow::anyhow!("--uid-root: {e}"))?;
     }
     Ok(SegmentOptions {
         operating_threshold: a.threshold,
@@ -334,7 +361,8 @@ pub fn segment_case<B: Backend>(
     if meta.is_none() && a.seg && !a.dicom_out {
         bail!("--seg: a NIfTI input needs --dicom-out (a DICOM SEG references a DICOM series)");
     }
-    let staging = Staging::new(out)?;
+    delineate_model::result::check_out(out, a.force)?;
+    let dicom_output = meta.is_some() || a.dicom_out;
     let bar = crate::progress::bar("segmenting", "windows");
     let predictor = model.predictor();
     let seg = segment(
@@ -357,12 +385,34 @@ pub fn segment_case<B: Backend>(
         timings.push((s.to_string(), *secs));
     }
     let t = Instant::now();
-    let input = CaseInput {
+    let info = ResultInfo {
         name,
-        path: input_path,
+        input_path,
+        model: &model.id,
+        engine: model.engine(),
+        model_info: &model.info,
+        tta: a.tta,
     };
-    let rtstruct = write_outputs(a, &staging, &image, meta, &seg, model, &input)?;
-    staging.commit()?;
+    let ropts = ResultOptions {
+        seg: a.seg,
+        dicom_out: a.dicom_out,
+        uid_root: a
+            .uid_root
+            .clone()
+            .unwrap_or_else(delineate_dicom::build::new_uid),
+        revision: a.revision,
+        force: a.force,
+    };
+    let written = write_result(out, &image, meta, &seg, &info, &ropts).with_context(|| {
+        format!(
+            "writing the result of {} to {}",
+            input_path.display(),
+            out.display()
+        )
+    })?;
+    if seg.delivered.list.is_empty() && dicom_output {
+        eprintln!("note: no lesion found: no RTSTRUCT written (an empty structure set is refused by planning systems)");
+    }
     timings.push(("write".into(), t.elapsed().as_secs_f64()));
     tracing::info!(seconds = t.elapsed().as_secs_f64(), "wrote the outputs");
     Ok(CaseOutput {
@@ -371,167 +421,6 @@ pub fn segment_case<B: Backend>(
         lesions: seg.delivered.list,
         timings,
         seconds: t0.elapsed().as_secs_f64(),
-        rtstruct: rtstruct.map(|_| out.join("rtstruct.dcm")),
+        rtstruct: written.rtstruct,
     })
-}
-
-/// The input of one case: its name (for messages and descriptions) and path.
-struct CaseInput<'a> {
-    name: &'a str,
-    path: &'a Path,
-}
-
-fn write_outputs<B: Backend>(
-    a: &SegmentArgs,
-    staging: &Staging,
-    image: &Volume<f32>,
-    meta: Option<SeriesMeta>,
-    seg: &Segmentation,
-    model: &Loaded<B>,
-    input: &CaseInput,
-) -> Result<Option<()>> {
-    let (name, input_path) = (input.name, input.path);
-    let dir = staging.dir();
-    let nopts = NiftiWriteOptions::default();
-    write_nifti(&dir.join("probability.nii.gz"), &seg.probability, &nopts)?;
-    let lesions = &seg.delivered;
-    if lesions.list.len() <= u16::MAX as usize {
-        let labels = AnyVolume::Uint16(lesions.labels.map(|&l| l as u16));
-        delineate_imaging::write_nifti_any(&dir.join("mask.nii.gz"), &labels, &nopts)?;
-    } else {
-        write_nifti(&dir.join("mask.nii.gz"), &lesions.labels, &nopts)?;
-    }
-    let meta = match meta {
-        Some(m) => Some(m),
-        None if a.dicom_out => {
-            let opts = SeriesWriteOptions {
-                series_description: format!("{name} (written by delineate)"),
-                ..Default::default()
-            };
-            Some(write_mr_series(image, &dir.join("dicom"), &opts)?)
-        }
-        None => None,
-    };
-    let mut rtstruct = None;
-    if let Some(meta) = &meta {
-        if lesions.list.is_empty() {
-            eprintln!("note: no lesion found: no RTSTRUCT written (an empty structure set is refused by planning systems)");
-        } else {
-            let rois = roi_specs(&lesions.list);
-            let g = image.geometry();
-            let opts = RtStructOptions {
-                series_description: "delineate auto-contours".into(),
-                uid_root: a.uid_root.clone(),
-                ..Default::default()
-            };
-            delineate_dicom::write_rtstruct(
-                &dir.join("rtstruct.dcm"),
-                &lesions.labels,
-                g,
-                meta,
-                &rois,
-                &opts,
-            )?;
-            if a.seg {
-                delineate_dicom::write_seg(&dir.join("seg.dcm"), &lesions.labels, g, meta, &rois)?;
-            }
-            rtstruct = Some(());
-        }
-    }
-    let json = serde_json::json!({
-        "input": name,
-        "input_path": std::path::absolute(input_path).unwrap_or_else(|_| input_path.to_path_buf()),
-        "model": model.name,
-        "engine": model.engine(),
-        "model_network": model.info.network,
-        "threshold": seg.threshold,
-        "contract": model.info.contract,
-        "tta": a.tta,
-        "windows": seg.windows,
-        "grid": {"size": image.geometry().size, "spacing_mm": image.geometry().spacing},
-        "lesions": lesions.list,
-        "timings_s": seg.timings.iter().map(|(s, t)| serde_json::json!({"stage": s, "seconds": t})).collect::<Vec<_>>(),
-        "warnings": seg.warnings,
-    });
-    std::fs::write(
-        dir.join("lesions.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )
-    .with_context(|| format!("{}: cannot write lesions.json", dir.display()))?;
-    Ok(rtstruct)
-}
-
-/// One ROI per lesion, in confidence order, confidence in the description.
-pub fn roi_specs(lesions: &[Lesion]) -> Vec<RoiSpec> {
-    lesions
-        .iter()
-        .enumerate()
-        .map(|(n, l)| {
-            RoiSpec::lesion(
-                l.id,
-                n,
-                format!(
-                    "delineate: max probability {:.3}, mean {:.3}; volume {:.1} mm3; equivalent diameter {:.1} mm",
-                    l.max_probability, l.mean_probability, l.volume_mm3, l.equivalent_diameter_mm
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Outputs are written into a hidden folder beside OUT and moved into OUT
-/// only when all are complete; on error the folder is removed.
-pub struct Staging {
-    tmp: tempfile::TempDir,
-    out: PathBuf,
-}
-
-impl Staging {
-    pub fn new(out: &Path) -> Result<Self> {
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if out.exists() && !out.is_dir() {
-            bail!("{}: exists and is not a folder", out.display());
-        }
-        std::fs::create_dir_all(&parent)
-            .with_context(|| format!("{}: cannot create the output folder", parent.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".delineate-partial-")
-            .tempdir_in(&parent)
-            .with_context(|| {
-                format!(
-                    "{}: cannot write here (permissions?); no output written",
-                    parent.display()
-                )
-            })?;
-        Ok(Self {
-            tmp,
-            out: out.to_path_buf(),
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// Moves everything into OUT (replacing files of the same names).
-    pub fn commit(self) -> Result<()> {
-        let ctx = || format!("{}: cannot move the outputs in place", self.out.display());
-        if !self.out.exists() {
-            let tmp = self.tmp.keep();
-            delineate_imaging::atomic::set_mode(&tmp, 0o755).with_context(ctx)?;
-            return std::fs::rename(&tmp, &self.out).with_context(ctx);
-        }
-        for e in std::fs::read_dir(self.tmp.path()).with_context(ctx)? {
-            let e = e.with_context(ctx)?;
-            let target = self.out.join(e.file_name());
-            if target.is_dir() {
-                std::fs::remove_dir_all(&target).with_context(ctx)?;
-            }
-            std::fs::rename(e.path(), &target).with_context(ctx)?;
-        }
-        Ok(())
-    }
 }

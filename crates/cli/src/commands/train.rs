@@ -64,6 +64,8 @@ pub struct TrainArgs {
     /// nnU-Net channel of the contrast-enhanced T1.
     #[arg(long, default_value_t = 0)]
     pub channel: usize,
+    #[command(flatten)]
+    pub rois: crate::input::RoiArgs,
     /// Run folder (created; --resume to continue a run there).
     #[arg(long)]
     pub out: PathBuf,
@@ -199,6 +201,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         parse_layout(&a.layout),
         a.labels.clone(),
         a.channel,
+        &a.rois.selection()?,
     )?;
     // Patient-wise split: shuffle names with the seed, fold k of K held out.
     let mut order: Vec<usize> = (0..folders.len()).collect();

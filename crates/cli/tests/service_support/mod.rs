@@ -59,6 +59,69 @@ pub struct Server {
     pub config: PathBuf,
     pub dicom_port: u16,
     pub http_port: u16,
+    /// The token of "Dr Review", a reviewer account (TOKEN is the shared
+    /// operator token, which may not review).
+    pub reviewer: String,
+    /// CA of the HTTPS certificate (None: plain HTTP).
+    pub https_ca: Option<PathBuf>,
+}
+
+/// Adds an account to the service's users file; returns its token.
+pub fn add_user(dir: &Path, name: &str, role: &str) -> String {
+    let o = Command::new(bin())
+        .args(["user", "add", name, "--role", role, "--users"])
+        .arg(dir.join("users.toml"))
+        .output()
+        .expect("delineate user add");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The routes of the older tests: every MR series but localisers.
+pub const SIMPLE_ROUTES: &str = r#"
+[[route]]
+action = "skip"
+series_description = "(?i)localizer"
+[[route]]
+action = "process"
+modality = "MR"
+"#;
+
+/// How a test service is set up.
+pub struct Setup<'a> {
+    /// `on_result` of every destination.
+    pub on_result: &'a str,
+    /// The `[[route]]` tables.
+    pub routes: &'a str,
+    /// More top-level TOML (before the routes).
+    pub extra: &'a str,
+    pub quiet_period_s: f64,
+    /// `node.incomplete_wait_s`.
+    pub incomplete_wait_s: f64,
+    /// More lines in `[node]`, `[http]`, `[worker]`, `[storage]`.
+    pub node_extra: &'a str,
+    pub http_extra: &'a str,
+    pub worker_extra: &'a str,
+    pub storage_extra: &'a str,
+    /// The HTTP API speaks HTTPS with a certificate of this CA.
+    pub https_ca: Option<&'a Path>,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            on_result: "immediate",
+            routes: SIMPLE_ROUTES,
+            extra: "",
+            quiet_period_s: 1.0,
+            incomplete_wait_s: 300.0,
+            node_extra: "",
+            http_extra: "",
+            worker_extra: "",
+            storage_extra: "",
+            https_ca: None,
+        }
+    }
 }
 
 /// Destinations: (name, AE title, port) on 127.0.0.1.
@@ -67,7 +130,7 @@ pub fn config_text(
     dicom: u16,
     http: u16,
     dests: &[(&str, &str, u16)],
-    extra: &str,
+    setup: &Setup,
 ) -> String {
     let mut t = format!(
         r#"default_action = "skip"
@@ -76,32 +139,43 @@ ae_title = "DELINEATE"
 bind = "127.0.0.1"
 port = {dicom}
 allowed_aes = ["PACS", "ORTHANC", "LOADGEN"]
-quiet_period_s = 1.0
+quiet_period_s = {quiet}
+incomplete_wait_s = {wait}
 timeout_s = 20
+{node_extra}
 [http]
 bind = "127.0.0.1:{http}"
 token = "{TOKEN}"
+users_file = "users.toml"
 max_upload_mib = 64
+{http_extra}
 [storage]
 dir = "{store}"
+{storage_extra}
 [worker]
 threshold = 0.5
+allow_research_model = true
+{worker_extra}
 [delivery]
 attempts = 4
 backoff_s = 0.5
 {extra}
-[[route]]
-action = "skip"
-series_description = "(?i)localizer"
-[[route]]
-action = "process"
-modality = "MR"
+{routes}
 "#,
-        store = s(&dir.join("store"))
+        store = s(&dir.join("store")),
+        quiet = setup.quiet_period_s,
+        wait = setup.incomplete_wait_s,
+        extra = setup.extra,
+        routes = setup.routes,
+        node_extra = setup.node_extra,
+        http_extra = setup.http_extra,
+        worker_extra = setup.worker_extra,
+        storage_extra = setup.storage_extra,
     );
     for (name, ae, port) in dests {
         t.push_str(&format!(
-            "[[destination]]\nname = \"{name}\"\nae_title = \"{ae}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+            "[[destination]]\nname = \"{name}\"\nae_title = \"{ae}\"\nhost = \"127.0.0.1\"\nport = {port}\non_result = \"{}\"\n",
+            setup.on_result
         ));
     }
     t
@@ -109,20 +183,34 @@ modality = "MR"
 
 impl Server {
     pub fn start(dir: &Path, dests: &[(&str, &str, u16)], extra: &str) -> Server {
+        Self::start_with(
+            dir,
+            dests,
+            &Setup {
+                extra,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn start_with(dir: &Path, dests: &[(&str, &str, u16)], setup: &Setup) -> Server {
         std::fs::create_dir_all(dir).expect("mkdir");
         let (dicom_port, http_port) = (free_port(), free_port());
         let config = dir.join("delineate.toml");
         std::fs::write(
             &config,
-            config_text(dir, dicom_port, http_port, dests, extra),
+            config_text(dir, dicom_port, http_port, dests, setup),
         )
         .expect("write config");
+        let reviewer = add_user(dir, "Dr Review", "reviewer");
         let mut s = Server {
             child: spawn(&config, dir),
             dir: dir.to_path_buf(),
             config,
             dicom_port,
             http_port,
+            reviewer,
+            https_ca: setup.https_ca.map(Path::to_path_buf),
         };
         s.wait_healthy();
         s
@@ -199,7 +287,15 @@ impl Server {
             c.args(["--data-binary", &format!("@{}", s(b))]);
             c.args(["-H", "Content-Type: application/octet-stream"]);
         }
-        c.arg(format!("http://127.0.0.1:{}{path}", self.http_port));
+        match &self.https_ca {
+            Some(ca) => {
+                c.arg("--cacert").arg(ca);
+                c.arg(format!("https://127.0.0.1:{}{path}", self.http_port));
+            }
+            None => {
+                c.arg(format!("http://127.0.0.1:{}{path}", self.http_port));
+            }
+        }
         let o = c
             .output()
             .expect("curl (apt-get install curl; ./setup.sh does)");
