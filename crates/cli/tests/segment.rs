@@ -49,6 +49,43 @@ fn dicom_and_nifti_inputs_give_the_same_lesions_and_valid_dicom() {
     ]);
     assert!(stdout.contains("lesion(s)"), "{stdout}");
     no_partial_left(tmp.path());
+    // A folder holding a result is one result: refused without --force,
+    // replaced whole with it (no stale file survives).
+    let first_id = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(out.join("lesions.json")).unwrap(),
+    )
+    .unwrap()["result_id"]
+        .clone();
+    std::fs::write(out.join("review.json"), r#"{"reviewer": "old"}"#).unwrap();
+    let args = [
+        "segment",
+        &s(&case.join("dicom")),
+        "--out",
+        &s(&out),
+        "--seg",
+        "--threshold",
+        "0.3",
+    ];
+    let err = fails(&args);
+    assert!(
+        err.contains("is not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(out.join("review.json").is_file());
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    ok(&forced);
+    assert!(
+        !out.join("review.json").exists(),
+        "a stale file survived --force"
+    );
+    let second_id = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(out.join("lesions.json")).unwrap(),
+    )
+    .unwrap()["result_id"]
+        .clone();
+    assert!(first_id.is_string() && first_id != second_id);
+    no_partial_left(tmp.path());
     // Outputs on the input grid; lesions.json agrees with the mask and the
     // probabilities as nibabel reads them (voxel counts, maximum
     // probability, LPS centroids through nibabel's affine).
@@ -113,6 +150,29 @@ print(json.dumps({{"series": ref.SeriesInstanceUID == ser.SeriesInstanceUID,
     assert_eq!(d["seg"], true);
     let names = d["names"].as_array().unwrap();
     assert_eq!(names.len() as u64, n);
+    // Every contour lies in the plane of the image it references (its own
+    // ImagePositionPatient, not the regular grid's), within DS precision.
+    let z = py(&format!(
+        r#"
+rt = pydicom.dcmread({rt:?})
+pos = {{}}
+for f in os.listdir({ser:?}):
+    d = pydicom.dcmread(os.path.join({ser:?}, f), stop_before_pixels=True)
+    pos[d.SOPInstanceUID] = [float(v) for v in d.ImagePositionPatient]
+worst, n = 0.0, 0
+for rc in rt.ROIContourSequence:
+    for c in rc.ContourSequence:
+        ipp = pos[c.ContourImageSequence[0].ReferencedSOPInstanceUID]
+        pts = np.array(c.ContourData, float).reshape(-1, 3)
+        worst = max(worst, float(np.abs(pts[:, 2] - ipp[2]).max())); n += 1
+print(json.dumps({{"worst_mm": worst, "contours": n, "tz": str(rt.get("TimezoneOffsetFromUTC", ""))}}))
+"#,
+        rt = s(&rt),
+        ser = s(&case.join("dicom")),
+    ));
+    assert!(z["contours"].as_u64().unwrap() > 0, "{z}");
+    assert!(z["worst_mm"].as_f64().unwrap() < 1e-4, "{z}");
+    assert_eq!(z["tz"].as_str().unwrap().len(), 5, "{z}");
     // An unreviewed AI draft, labelled as one.
     assert_eq!(names[0], "AI draft L1");
     let desc = d["desc"][0].as_str().unwrap();

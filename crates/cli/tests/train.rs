@@ -116,6 +116,17 @@ fn trains_writes_a_self_describing_model_and_resumes() {
         .lines()
         .count();
     assert_eq!(lines, 4);
+    // Learning curves: written at each validation, and by `curves` for
+    // several runs on one figure.
+    assert!(run.join("learning_curves.png").is_file());
+    let fig = tmp.path().join("fig");
+    let out = ok(&["curves", &format!("tiny={}", s(&run)), "--out", &s(&fig)]);
+    assert!(out.contains("tiny: 4 iterations, 2 validations"), "{out}");
+    let png = std::fs::read(fig.join("learning_curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(std::fs::read_to_string(fig.join("learning_curves.svg"))
+        .unwrap()
+        .contains("tiny"));
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod brats;
 pub mod cases;
 pub mod curves;
+pub mod curves_plot;
 pub mod layout;
 pub mod matching;
 pub mod overlay;

@@ -407,6 +407,14 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
                 )?;
             }
             last_validation = Some(v);
+            // The learning curves so far, beside the metrics they show.
+            let _ = metrics.flush();
+            if let Err(e) = read_curve(run, "this run").and_then(|c| {
+                delineate_eval::curves_plot::write_learning_curves(run, &[c])
+                    .map_err(|e| Error::Input(e.to_string()))
+            }) {
+                tracing::warn!("learning curves: {e}");
+            }
         }
         if (t + 1) % opts.checkpoint_every.max(1) == 0 || t + 1 == total {
             write_checkpoint(
@@ -444,5 +452,41 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
         best_score: best,
         mean_wait_ms: wait * 1e3 / done as f64,
         model,
+    })
+}
+
+/// A run's learning curve from its `metrics.jsonl`: the loss of every
+/// iteration and the validation scores. A resumed run logs again the
+/// iterations after its last checkpoint; the later line of an iteration
+/// counts.
+pub fn read_curve(run: &Path, name: &str) -> Result<delineate_eval::curves_plot::RunCurve, Error> {
+    let path = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let mut by_it: std::collections::BTreeMap<u64, (f64, Option<f64>)> = Default::default();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::Input(format!("{}: line {}: {e}", path.display(), n + 1)))?;
+        let (Some(it), Some(loss)) = (v["iteration"].as_u64(), v["loss"].as_f64()) else {
+            continue;
+        };
+        by_it.insert(it, (loss, v["validation"].as_f64()));
+    }
+    if by_it.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no iterations recorded",
+            path.display()
+        )));
+    }
+    Ok(delineate_eval::curves_plot::RunCurve {
+        name: name.to_string(),
+        loss: by_it.iter().map(|(&i, &(l, _))| (i as f64, l)).collect(),
+        validation: by_it
+            .iter()
+            .filter_map(|(&i, &(_, s))| s.map(|s| (i as f64, s)))
+            .collect(),
     })
 }

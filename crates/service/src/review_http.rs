@@ -171,11 +171,17 @@ async fn decisions(
         Ok(c) => c,
         Err(r) => return r,
     };
-    match c.save_decisions(&d, &app.audit, &peer.to_string(), &id) {
-        Ok(()) => {
-            Json(json!({"saved": d.decisions.len(), "review": c.decisions()})).into_response()
-        }
-        Err(e) => err(400, e),
+    // Writing review.json and the audit line fsync: off the async threads.
+    let a = app.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        c.save_decisions(&d, &a.audit, &peer.to_string(), &id)
+            .map(|()| json!({"saved": d.decisions.len(), "review": c.decisions()}))
+    })
+    .await;
+    match r {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => err(400, e),
+        Err(e) => err(500, e.to_string()),
     }
 }
 
