@@ -65,7 +65,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunCurve]) ->
         .fold(1.0f64, f64::max);
     let smooth: Vec<Vec<(f64, f64)>> = runs
         .iter()
-        .map(|r| moving_median(&r.loss, (r.loss.len() / 100).clamp(20, 500)))
+        .map(|r| moving_median(&r.loss, (r.loss.len() / 40).clamp(25, 1000)))
         .collect();
     let (lo, hi) = smooth
         .iter()
@@ -84,6 +84,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunCurve]) ->
     chart
         .configure_mesh()
         .x_desc("Iteration")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("Loss")
         .label_style(("sans-serif", 13))
         .draw()
@@ -106,6 +107,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunCurve]) ->
     chart
         .configure_mesh()
         .x_desc("Iteration")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("Average precision")
         .label_style(("sans-serif", 13))
         .draw()

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod fast;
 pub mod infer;
 pub mod losses;
+pub mod mining;
 pub mod modelfile;
 pub mod network;
 pub mod onnx;

@@ -13,9 +13,14 @@
 //!   probability `lookalike` the patch is centred on a recorded look-alike
 //!   (`lookalikes.nii.gz` of `delineate synth`: a vessel or a sinus, plexus
 //!   or dura voxel, each class half the time when a case has both) of a
-//!   case drawn uniformly among those that have any. With Tumor Sampling
-//!   at p and look-alikes at h, a patch aims at a lesion with probability
-//!   (1 − h)·p, at a look-alike with h, anywhere with (1 − h)(1 − p).
+//!   case drawn uniformly among those that have any; then, with probability
+//!   `false_positive`, on a voxel where the current model is wrong (a false
+//!   positive on a training case, mined by the trainer at each validation,
+//!   [`crate::trainer`]), of a case drawn uniformly among those that have
+//!   any. With Tumor Sampling at p, look-alikes at h and false positives at
+//!   f, a patch aims at a look-alike with probability h, at a false
+//!   positive with (1 − h)·f, at a lesion with (1 − h)(1 − f)·p, anywhere
+//!   with the rest.
 //!
 //! Patch corners are clamped so the patch lies inside the image when it
 //! fits; centres are returned too, for statistics.
@@ -38,6 +43,10 @@ pub enum Sampling {
 pub struct Negatives {
     /// Probability that a patch is centred on a recorded look-alike.
     pub lookalike: f64,
+    /// Probability (of the patches not on a look-alike) that it is centred
+    /// on a mined false positive of the current model.
+    #[serde(default)]
+    pub false_positive: f64,
 }
 
 /// The lesions (and look-alikes) of one training case.
@@ -49,6 +58,9 @@ pub struct CaseLesions {
     /// Linear voxel indices of look-alikes: vessels, and sinuses, plexus
     /// and dura.
     pub lookalikes: [Vec<usize>; 2],
+    /// Linear voxel indices where the current model gives a false positive
+    /// (mined during training; empty until then).
+    pub false_positives: Vec<usize>,
 }
 
 impl CaseLesions {
@@ -64,6 +76,7 @@ impl CaseLesions {
             size: truth.geometry().size,
             lesions,
             lookalikes: [Vec::new(), Vec::new()],
+            false_positives: Vec::new(),
         }
     }
 }
@@ -79,6 +92,8 @@ pub struct Draw {
     pub lesion: Option<(usize, usize)>,
     /// The look-alike class aimed at (0 vessel, 1 structure), if any.
     pub lookalike: Option<usize>,
+    /// True when the draw aimed at a mined false positive.
+    pub false_positive: bool,
 }
 
 pub struct PatchSampler {
@@ -87,6 +102,8 @@ pub struct PatchSampler {
     negatives: Negatives,
     /// Cases with any look-alike.
     with_lookalikes: Vec<usize>,
+    /// Cases with any mined false positive.
+    with_false_positives: Vec<usize>,
     patch: [usize; 3],
     /// Every lesion of the dataset as (case, lesion).
     all_lesions: Vec<(usize, usize)>,
@@ -108,6 +125,9 @@ impl PatchSampler {
         let with_lookalikes = (0..cases.len())
             .filter(|&c| cases[c].lookalikes.iter().any(|l| !l.is_empty()))
             .collect();
+        let with_false_positives = (0..cases.len())
+            .filter(|&c| !cases[c].false_positives.is_empty())
+            .collect();
         let mut all_lesions = Vec::new();
         let mut cumulative_voxels = Vec::new();
         let mut total = 0;
@@ -123,6 +143,7 @@ impl PatchSampler {
             sampling,
             negatives,
             with_lookalikes,
+            with_false_positives,
             patch,
             all_lesions,
             cumulative_voxels,
@@ -150,6 +171,16 @@ impl PatchSampler {
             let v = l[class][rng.random_range(0..l[class].len())];
             let mut d = self.around(c, v);
             d.lookalike = Some(class);
+            return Some(d);
+        }
+        let f = self.negatives.false_positive.clamp(0.0, 1.0);
+        // No draw is consumed when the mode is off, so that runs without it
+        // see exactly the batches they always did.
+        if !self.with_false_positives.is_empty() && f > 0.0 && rng.random_bool(f) {
+            let c = self.with_false_positives[rng.random_range(0..self.with_false_positives.len())];
+            let l = &self.cases[c].false_positives;
+            let mut d = self.around(c, l[rng.random_range(0..l.len())]);
+            d.false_positive = true;
             return Some(d);
         }
         let targeted = match self.sampling {
@@ -204,6 +235,7 @@ impl PatchSampler {
             corner,
             lesion: None,
             lookalike: None,
+            false_positive: false,
         }
     }
 }

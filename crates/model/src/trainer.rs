@@ -146,12 +146,21 @@ fn loader(
     opts: &TrainOptions,
     from: usize,
     to: usize,
+    false_positives: Arc<Vec<Vec<usize>>>,
 ) -> mpsc::Receiver<CpuBatch> {
     let (tx, rx) = mpsc::sync_channel(PREFETCH);
     let o = opts.clone();
     std::thread::spawn(move || {
         let sampler = PatchSampler::with_negatives(
-            cases.iter().map(|c| c.lesions.clone()).collect(),
+            cases
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut l = c.lesions.clone();
+                    l.false_positives = false_positives.get(i).cloned().unwrap_or_default();
+                    l
+                })
+                .collect(),
             o.sampling,
             o.negatives,
             o.patch,
@@ -369,7 +378,39 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             "validation": v.map(|v| serde_json::json!({"score": v.score, "threshold": v.threshold, "summary": v.summary})),
         }),
     };
-    let rx = loader(cases.clone(), opts, start, total);
+    // Hard negatives mined from the model's own false positives (when the
+    // mode is on): the latest list from before the start of this session.
+    let mining = opts.negatives.false_positive > 0.0;
+    let mut false_positives = Arc::new(vec![Vec::new(); cases.len()]);
+    if mining && resume {
+        let latest = crate::mining::load_latest(run, start)?
+            .filter(|m| m.false_positives.len() == cases.len());
+        let epoch_done = start > 0 && start % opts.iterations_per_epoch == 0;
+        let due_at_start =
+            epoch_done && (start / opts.iterations_per_epoch) % opts.val_every.max(1) == 0;
+        match latest {
+            // The session that wrote the checkpoint ended where an
+            // uninterrupted run would have mined: mine now, with the same
+            // weights it would have used.
+            _ if due_at_start && latest.as_ref().is_none_or(|m| m.iteration != start) => {
+                let which = crate::mining::choose(cases.len(), opts.seed, start);
+                let m = crate::mining::Mined {
+                    iteration: start,
+                    false_positives: crate::mining::mine(
+                        &engine.network()?,
+                        &cases,
+                        &which,
+                        opts.patch,
+                    )?,
+                };
+                crate::mining::save(run, &m)?;
+                false_positives = Arc::new(m.false_positives);
+            }
+            Some(m) => false_positives = Arc::new(m.false_positives),
+            None => {}
+        }
+    }
+    let mut rx = loader(cases.clone(), opts, start, total, false_positives.clone());
     let t0 = Instant::now();
     let (mut wait, mut last_loss) = (0.0f64, f32::NAN);
     for t in start..total {
@@ -394,8 +435,28 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             _ => None,
         };
         let score = validation.as_ref().map(|v| v.score);
+        let mut mined_voxels = None;
+        if due && mining && t + 1 < total {
+            let which = crate::mining::choose(cases.len(), opts.seed, t + 1);
+            let m = crate::mining::Mined {
+                iteration: t + 1,
+                false_positives: crate::mining::mine(
+                    &engine.network()?,
+                    &cases,
+                    &which,
+                    opts.patch,
+                )?,
+            };
+            crate::mining::save(run, &m)?;
+            mined_voxels = Some(m.false_positives.iter().map(Vec::len).sum::<usize>());
+            false_positives = Arc::new(m.false_positives);
+            // Batches from the next iteration on come from the new lists
+            // (the prefetched ones are dropped), as in a resumed run.
+            rx = loader(cases.clone(), opts, t + 1, total, false_positives.clone());
+        }
         let line = serde_json::json!({"iteration": t + 1, "epoch": epoch, "loss": l, "lr": lr,
-            "seconds": t0.elapsed().as_secs_f64(), "wait_ms": waited * 1e3, "validation": score});
+            "seconds": t0.elapsed().as_secs_f64(), "wait_ms": waited * 1e3, "validation": score,
+            "mined_false_positive_voxels": mined_voxels});
         let _ = writeln!(metrics, "{line}");
         if let Some(v) = validation {
             if best.is_none_or(|b| v.score >= b) {

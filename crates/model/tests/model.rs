@@ -218,6 +218,7 @@ fn case(size: [usize; 3], lesions: &[Vec<usize>]) -> CaseLesions {
         size,
         lesions: lesions.to_vec(),
         lookalikes: [Vec::new(), Vec::new()],
+        false_positives: Vec::new(),
     }
 }
 
@@ -233,7 +234,10 @@ fn lookalike_sampling_gives_the_documented_shares() {
     let s = PatchSampler::with_negatives(
         vec![with.clone(), without],
         Sampling::Tumor { p: 0.5 },
-        Negatives { lookalike: 0.3 },
+        Negatives {
+            lookalike: 0.3,
+            false_positive: 0.0,
+        },
         [16, 16, 16],
     );
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -261,6 +265,67 @@ fn lookalike_sampling_gives_the_documented_shares() {
     );
     // (1 − h)·p of the draws aim at a lesion.
     assert!((f(lesions) - 0.7 * 0.5).abs() < 0.015, "{lesions}");
+}
+
+/// Mined false positives get their documented share: h on look-alikes,
+/// (1 − h)·f on false positives, (1 − h)(1 − f)·p on lesions; a run
+/// without mining draws exactly as before.
+#[test]
+fn false_positive_sampling_gives_the_documented_shares() {
+    use delineate_model::sampling::Negatives;
+    let mut a = case([40, 40, 40], &[vec![100]]);
+    a.lookalikes = [vec![7, 8, 9], Vec::new()];
+    let mut b = case([40, 40, 40], &[vec![30_000]]);
+    b.false_positives = (5000..5400).collect();
+    let neg = |f| Negatives {
+        lookalike: 0.2,
+        false_positive: f,
+    };
+    let s = PatchSampler::with_negatives(
+        vec![a.clone(), b.clone()],
+        Sampling::Tumor { p: 0.5 },
+        neg(0.25),
+        [16, 16, 16],
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let n = 20_000;
+    let (mut looks, mut fps, mut lesions) = (0usize, 0usize, 0usize);
+    for _ in 0..n {
+        let d = s.draw(&mut rng).unwrap();
+        looks += usize::from(d.lookalike.is_some());
+        lesions += usize::from(d.lesion.is_some());
+        if d.false_positive {
+            fps += 1;
+            assert_eq!(d.case, 1);
+            let lin = d.centre[0] + 40 * (d.centre[1] + 40 * d.centre[2]);
+            assert!(b.false_positives.contains(&lin));
+        }
+    }
+    let f = |k: usize| k as f64 / n as f64;
+    assert!((f(looks) - 0.2).abs() < 0.015, "{looks}");
+    assert!((f(fps) - 0.8 * 0.25).abs() < 0.015, "{fps}");
+    assert!((f(lesions) - 0.8 * 0.75 * 0.5).abs() < 0.015, "{lesions}");
+    // With no false positive mined yet, the draws are those of a sampler
+    // without the mode.
+    b.false_positives.clear();
+    let (s1, s2) = (
+        PatchSampler::with_negatives(
+            vec![a.clone(), b.clone()],
+            Sampling::Tumor { p: 0.5 },
+            neg(0.25),
+            [16, 16, 16],
+        ),
+        PatchSampler::with_negatives(
+            vec![a, b],
+            Sampling::Tumor { p: 0.5 },
+            neg(0.0),
+            [16, 16, 16],
+        ),
+    );
+    let (mut r1, mut r2) = (ChaCha8Rng::seed_from_u64(3), ChaCha8Rng::seed_from_u64(3));
+    for _ in 0..500 {
+        assert_eq!(s1.draw(&mut r1), s2.draw(&mut r2));
+    }
 }
 
 #[test]

@@ -110,6 +110,70 @@ fn resume_gives_the_same_weights_on_each_engine() {
     }
 }
 
+/// With hard negatives mined from the model's own false positives: the
+/// lists are mined at each validation and written beside the run, patches
+/// are drawn from them, and a resumed run (which takes the latest list
+/// from before its checkpoint) ends with the same weights.
+#[test]
+fn mined_false_positives_are_used_and_resume_exactly() {
+    use delineate_model::sampling::Negatives;
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = cases(&tmp.path().join("data"), 3);
+    let opts = |epochs| TrainOptions {
+        negatives: Negatives {
+            lookalike: 0.0,
+            false_positive: 0.5,
+        },
+        ..tiny_options(epochs)
+    };
+    let straight = tmp.path().join("straight");
+    run(EngineKind::Fast, &cases, &opts(3), &straight, false).unwrap();
+    let split = tmp.path().join("split");
+    run(EngineKind::Fast, &cases, &opts(2), &split, false).unwrap();
+    run(EngineKind::Fast, &cases, &opts(3), &split, true).unwrap();
+    // Mined after epochs 1 and 2 (not after the last).
+    let mined: Vec<String> = std::fs::read_dir(straight.join("hard_negatives"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(mined.len(), 2, "{mined:?}");
+    let m = delineate_model::mining::load_latest(&straight, 6)
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.iteration, 6);
+    assert_eq!(m.false_positives.len(), 3);
+    // An untrained network calls much of the head lesion: the lists are
+    // there to be drawn from.
+    assert!(
+        m.false_positives.iter().any(|l| !l.is_empty()),
+        "nothing mined"
+    );
+    let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.matches("\"mined_false_positive_voxels\":").count(),
+        9
+    );
+    assert_eq!(
+        metrics
+            .matches("\"mined_false_positive_voxels\":null")
+            .count(),
+        7
+    );
+    let d = max_diff(
+        &outputs(&straight.join("model.dlm")),
+        &outputs(&split.join("model.dlm")),
+    );
+    assert!(d < 1e-5, "resumed run with mining differs by {d}");
+    // The same run without mining ends elsewhere: the mined patches mattered.
+    let plain = tmp.path().join("plain");
+    run(EngineKind::Fast, &cases, &tiny_options(3), &plain, false).unwrap();
+    let d = max_diff(
+        &outputs(&straight.join("model.dlm")),
+        &outputs(&plain.join("model.dlm")),
+    );
+    assert!(d > 1e-4, "mining changed nothing ({d})");
+}
+
 /// The same options and seed on the two engines: the same initial weights
 /// and batches, so the loss curves agree to float noise over 100 steps, and
 /// the final networks are close.

@@ -88,6 +88,13 @@ pub struct TrainArgs {
     /// synth`), before lesion sampling: hard negatives.
     #[arg(long, default_value_t = 0.0)]
     pub lookalike_p: f64,
+    /// Share of the other patches centred where the current model gives a
+    /// false positive on a training case: at each validation the network
+    /// runs over 8 training cases and records voxels it calls lesion more
+    /// than 2 voxels from any lesion (RUN/hard_negatives/); hard negatives
+    /// of this model, not only the recorded look-alikes.
+    #[arg(long, default_value_t = 0.0)]
+    pub fp_p: f64,
     /// Patch size in voxels (x,y,z): multiples of 2^(levels-1) for U-Net and
     /// V-Net, of 3 for DeepMedic.
     #[arg(long, default_value = "64,64,64", value_delimiter = ',')]
@@ -193,8 +200,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.target_fp.is_nan() || a.target_fp < 0.0 || a.val_every == 0 {
         bail!("--target-fp must be ≥ 0 and --val-every ≥ 1");
     }
-    if !(0.0..=1.0).contains(&a.lookalike_p) || !(0.0..=1.0).contains(&a.lesion_p) {
-        bail!("--lookalike-p and --lesion-p must lie in 0-1");
+    if !(0.0..=1.0).contains(&a.lookalike_p)
+        || !(0.0..=1.0).contains(&a.lesion_p)
+        || !(0.0..=1.0).contains(&a.fp_p)
+    {
+        bail!("--lookalike-p, --fp-p and --lesion-p must lie in 0-1");
     }
     let folders = dataset(
         &a.data,
@@ -302,6 +312,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         val_every: a.val_every,
         negatives: delineate_model::sampling::Negatives {
             lookalike: a.lookalike_p,
+            false_positive: a.fp_p,
         },
         augment: if a.no_augment {
             Augment {
