@@ -1,9 +1,9 @@
 //! The DICOM node as SCP: Verification (C-ECHO) and Storage (C-STORE).
 //!
-//! A fixed pool of `node.max_associations` threads serves associations;
-//! connections beyond that wait in a queue of the same length, and beyond
-//! that are closed at once (and logged): a flood of connections costs no
-//! thread and no memory. Every peer is bounded: silent for `timeout_s`
+//! At most `node.max_associations` threads serve associations at once (one
+//! per association, ended with it); connections beyond that wait in a
+//! queue of the same length, and beyond that are closed at once (and
+//! logged): a flood of connections costs no thread and no memory. Every peer is bounded: silent for `timeout_s`
 //! (during the handshake too) and it is dropped; command sets over 64 KiB,
 //! an instance over `max_instance_mib` or an association over
 //! `max_association_mib` abort the association.
@@ -90,21 +90,38 @@ pub fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let n = svc.config.node.max_associations;
-    // Connections waiting for a free thread: as many as there are threads.
+    // Connections waiting for a free slot: as many as there are slots.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(TcpStream, String)>(n);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..n {
-        let (s, rx, tls) = (svc.clone(), rx.clone(), tls.clone());
-        std::thread::spawn(move || loop {
-            let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-            let Ok((stream, peer)) = next else { return };
-            s.counters
-                .active_associations
-                .fetch_add(1, Ordering::SeqCst);
-            handle(&s, stream, &peer, tls.clone());
-            s.counters
-                .active_associations
-                .fetch_sub(1, Ordering::SeqCst);
+    {
+        let s = svc.clone();
+        // The dispatcher: at most `n` association threads at once, each
+        // ending with its association (so the allocator gives its memory
+        // back, which a long-lived pool thread would keep).
+        std::thread::spawn(move || {
+            let slots = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+            for (stream, peer) in rx {
+                {
+                    let (m, cv) = &*slots;
+                    let mut busy = m.lock().unwrap_or_else(|p| p.into_inner());
+                    while *busy >= n {
+                        busy = cv.wait(busy).unwrap_or_else(|p| p.into_inner());
+                    }
+                    *busy += 1;
+                }
+                let (s, slots, tls) = (s.clone(), slots.clone(), tls.clone());
+                std::thread::spawn(move || {
+                    s.counters
+                        .active_associations
+                        .fetch_add(1, Ordering::SeqCst);
+                    handle(&s, stream, &peer, tls);
+                    s.counters
+                        .active_associations
+                        .fetch_sub(1, Ordering::SeqCst);
+                    let (m, cv) = &*slots;
+                    *m.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+                    cv.notify_one();
+                });
+            }
         });
     }
     for stream in listener.incoming() {
