@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mricron-data insighttoolkit5-examples plastimatch dcmtk dicom3tools orthanc curl chromium python3-pip time)
+APT_PACKAGES=(mricron-data insighttoolkit5-examples plastimatch dcmtk dicom3tools orthanc curl chromium python3-pip time openssl util-linux)
 # Pinned so conformance results do not drift (pylibjpeg: JPEG decoding for
 # pydicom; picai_eval, panoptica and connected-components-3d: the evaluations
 # we check against; panoptica needs numpy < 2.3; onnx and onnxruntime run the
