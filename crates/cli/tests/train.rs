@@ -166,6 +166,22 @@ fn bad_training_requests_fail_cleanly() {
         "train", "--data", &d, "--out", &run, "--folds", "3", "--fold", "3",
     ]);
     assert!(e.contains("--fold"), "{e}");
+    // Cases drawn on the held-out test background are refused by name, and
+    // an unreadable lesion table is named too; nothing is written.
+    std::fs::write(
+        data.join("case_1/lesions.json"),
+        r#"{"name": "case_1", "template": "mni152", "lesions": []}"#,
+    )
+    .unwrap();
+    let e = fails(&["train", "--data", &d, "--out", &run]);
+    assert!(
+        e.contains("held-out test background") && e.contains("case_1") && e.contains("1 case"),
+        "{e}"
+    );
+    std::fs::write(data.join("case_2/lesions.json"), "{not json").unwrap();
+    let e = fails(&["train", "--data", &d, "--out", &run]);
+    assert!(e.contains("case_2") && e.contains("lesions.json"), "{e}");
+    assert!(!tmp.path().join("run").exists());
 }
 
 /// Training data straight from a planning system: DICOM series + RTSTRUCT.

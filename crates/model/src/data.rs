@@ -154,6 +154,38 @@ pub fn dataset(
         .collect())
 }
 
+/// The synthetic background kept out of training and validation: the MNI
+/// ICBM152 templates are the independent test background (docs/synth.md).
+pub const TEST_BACKGROUND: &str = "mni152";
+
+/// The cases of `cases` that `delineate synth` drew on the held-out test
+/// background ([`TEST_BACKGROUND`], read from the case's `lesions.json`);
+/// training on them would leak the test set into the model. Cases without a
+/// `lesions.json` (clinical data, other layouts) are never listed; an
+/// unreadable one is an error naming the file.
+pub fn on_test_background(cases: &[CaseRef]) -> Result<Vec<String>, Error> {
+    #[derive(Deserialize)]
+    struct Meta {
+        template: Option<String>,
+    }
+    let mut out = Vec::new();
+    for c in cases {
+        let CaseSource::Folder(dir) = &c.source else {
+            continue;
+        };
+        let path = dir.join("lesions.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let meta: Meta = serde_json::from_str(&text)
+            .map_err(|e| Error::Input(format!("{}: not a lesion table: {e}", path.display())))?;
+        if meta.template.as_deref() == Some(TEST_BACKGROUND) {
+            out.push(c.name.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a case as acquired, in any layout.
 pub fn read_case(c: &CaseRef) -> Result<RawCase, Error> {
     match &c.source {

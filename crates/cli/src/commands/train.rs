@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use delineate_eval::layout::Layout;
 use delineate_model::backend::Cpu;
 use delineate_model::contract::{Contract, Preprocessing};
-use delineate_model::data::{dataset, load_case_ref, load_case_ref_cached, read_case, Augment};
+use delineate_model::data::{
+    dataset, load_case_ref, load_case_ref_cached, on_test_background, read_case, Augment,
+};
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
@@ -148,6 +150,10 @@ pub struct TrainArgs {
     pub no_cache: bool,
     #[arg(long)]
     pub resume: bool,
+    /// Train even on cases synthesised on the MNI152 background, which is
+    /// the held-out test background of the model card (refused by default).
+    #[arg(long)]
+    pub allow_test_background: bool,
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
     /// Training engine: fast (native CPU engine, U-Net only) or burn.
@@ -213,6 +219,19 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         a.channel,
         &a.rois.selection()?,
     )?;
+    let leaked = on_test_background(&folders)?;
+    if !leaked.is_empty() && !a.allow_test_background {
+        bail!(
+            "{}: {} case(s) were synthesised on the {} background, the held-out test \
+             background ({}{}); draw training data on another (synth --background) or pass \
+             --allow-test-background",
+            a.data.display(),
+            leaked.len(),
+            delineate_model::data::TEST_BACKGROUND,
+            leaked[..leaked.len().min(3)].join(", "),
+            if leaked.len() > 3 { ", …" } else { "" }
+        );
+    }
     // Patient-wise split: shuffle names with the seed, fold k of K held out.
     let mut order: Vec<usize> = (0..folders.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
