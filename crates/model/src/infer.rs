@@ -125,6 +125,39 @@ impl TilePredictor for crate::fast::FastUNet {
     }
 }
 
+/// The predictor training uses on the CPU for validation and mining: the
+/// fast engine for a U-Net (the same code `delineate segment` runs), burn
+/// flex for the other architectures.
+pub enum CpuPredictor<'a> {
+    Fast(Box<crate::fast::FastUNet>),
+    Burn {
+        net: &'a Network<crate::backend::Cpu>,
+        device: burn::tensor::Device<crate::backend::Cpu>,
+    },
+}
+
+impl<'a> CpuPredictor<'a> {
+    /// Packs a U-Net for the fast engine; any other network runs on burn.
+    pub fn new(net: &'a Network<crate::backend::Cpu>) -> Result<Self, Error> {
+        Ok(match net {
+            Network::UNet(u) => CpuPredictor::Fast(Box::new(crate::fast::FastUNet::from_unet(u)?)),
+            _ => CpuPredictor::Burn {
+                net,
+                device: Default::default(),
+            },
+        })
+    }
+}
+
+impl TilePredictor for CpuPredictor<'_> {
+    fn predict(&self, tile: &[f32], dims: [usize; 3]) -> Result<Vec<f32>, Error> {
+        match self {
+            CpuPredictor::Fast(f) => f.predict(tile, dims),
+            CpuPredictor::Burn { net, device } => BurnPredictor { net, device }.predict(tile, dims),
+        }
+    }
+}
+
 /// `buf` (x-fastest, `dims`) mirrored along the axes whose bit is set in
 /// `mask` (bit 0 = x, 1 = y, 2 = z). Its own inverse.
 pub fn mirror(buf: &[f32], dims: [usize; 3], mask: usize) -> Vec<f32> {

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Cpu;
 use crate::data::Case;
-use crate::fast::FastUNet;
-use crate::infer::{predict_sliding, BurnPredictor, SlidingOptions, TilePredictor};
+use crate::infer::{predict_sliding, CpuPredictor, SlidingOptions};
 use crate::network::Network;
 use crate::Error;
 
@@ -55,19 +54,7 @@ pub fn mine(
     which: &[usize],
     patch: [usize; 3],
 ) -> Result<Vec<Vec<usize>>, Error> {
-    let device = Default::default();
-    let fast = match net {
-        Network::UNet(u) => Some(FastUNet::from_unet(u)?),
-        _ => None,
-    };
-    let burn = BurnPredictor {
-        net,
-        device: &device,
-    };
-    let predictor: &dyn TilePredictor = match &fast {
-        Some(f) => f,
-        None => &burn,
-    };
+    let predictor = CpuPredictor::new(net)?;
     let sliding = SlidingOptions {
         tile: patch,
         overlap: 0.25,
@@ -76,7 +63,7 @@ pub fn mine(
     let mut out = vec![Vec::new(); cases.len()];
     for &c in which {
         let case = &cases[c];
-        let p = predict_sliding(predictor, &case.image, &sliding, &mut |_, _| {})?;
+        let p = predict_sliding(&predictor, &case.image, &sliding, &mut |_, _| {})?;
         out[c] = false_positives(&p, &case.truth);
     }
     Ok(out)

@@ -21,8 +21,7 @@ use delineate_imaging::{write_nifti, NiftiWriteOptions, Volume};
 
 use crate::backend::Cpu;
 use crate::contract::Contract;
-use crate::fast::FastUNet;
-use crate::infer::{BurnPredictor, TilePredictor};
+use crate::infer::CpuPredictor;
 use crate::modelfile::{ModelInfo, FORMAT_VERSION};
 use crate::network::Network;
 use crate::segment::{segment, SegmentOptions};
@@ -104,26 +103,14 @@ pub fn validate(
         contract: contract.clone(),
         training: serde_json::Value::Null,
     };
-    let device = Default::default();
-    let fast = match net {
-        Network::UNet(u) => Some(FastUNet::from_unet(u)?),
-        _ => None,
-    };
-    let burn = BurnPredictor {
-        net,
-        device: &device,
-    };
-    let predictor: &dyn TilePredictor = match &fast {
-        Some(f) => f,
-        None => &burn,
-    };
+    let predictor = CpuPredictor::new(net)?;
     let seg_opts = SegmentOptions {
         operating_threshold: Some(0.0),
         mirror: false,
     };
     let mut results = Vec::with_capacity(cases.len());
     for c in cases {
-        let s = segment(predictor, &info, &c.image, &seg_opts, &mut |_, _| {})
+        let s = segment(&predictor, &info, &c.image, &seg_opts, &mut |_, _| {})
             .map_err(|e| Error::Input(format!("validation case {}: {e}", c.name)))?;
         let confidence: Vec<f64> = s
             .candidates
