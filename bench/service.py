@@ -124,7 +124,10 @@ def run_queued(a, tmp, series):
 def run_flood(a, tmp, n=100, limit=8):
     """n concurrent echoscu associations against max_associations = limit."""
     dicom, http, tps = free_port(), free_port(), free_port()
-    config(tmp, dicom, http, tps, f"max_associations = {limit}\ntimeout_s = 10")
+    # All from one address (loopback): the per-address limit is raised so
+    # that the node's own pool and queue are what is measured.
+    config(tmp, dicom, http, tps,
+           f"max_associations = {limit}\nmax_associations_per_address = {n}\ntimeout_s = 10")
     srv = start(a, tmp, http)
     rss0 = peak_rss_mib(srv.pid)
     t = time.time()

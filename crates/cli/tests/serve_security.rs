@@ -299,18 +299,32 @@ print("null")
         "{failed:#}"
     );
     assert_eq!(srv.events("job_retry").len(), 1);
-    // Everything under the storage folder is the service user's only.
+    // Everything under the storage folder is the service user's only:
+    // every file and folder, the queue's SQLite -wal and -shm files and
+    // what the segment workers wrote included.
     let id = done["id"].as_str().unwrap();
-    for p in [
-        srv.dir.join("store"),
-        srv.dir.join(format!("store/jobs/{id}")),
-        srv.dir.join(format!("store/jobs/{id}/out/lesions.json")),
-        srv.dir.join("store/audit.jsonl"),
-        srv.dir.join("users.toml"),
+    let mut paths = vec![srv.dir.join("store"), srv.dir.join("users.toml")];
+    paths.extend(walk_all(&srv.dir.join("store")));
+    for must in [
+        "store/queue.sqlite-wal",
+        "store/queue.sqlite-shm",
+        "store/audit.jsonl",
     ] {
+        assert!(
+            paths.contains(&srv.dir.join(must)),
+            "{must} not found: {paths:?}"
+        );
+    }
+    assert!(paths.contains(&srv.dir.join(format!("store/jobs/{id}/out/lesions.json"))));
+    for p in &paths {
         use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert!(m == 0o600 || m == 0o700, "{}: {m:o}", p.display());
+        let m = std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            m & 0o077,
+            0,
+            "{}: mode {m:o} is open to others",
+            p.display()
+        );
     }
     // /healthz says nothing about internals.
     let (code, body) = srv.http("GET", "/healthz", None, None);
@@ -355,6 +369,21 @@ print("null")
     }
 }
 
+/// Every file and folder under `d`.
+fn walk_all(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.clone());
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk_all(&p));
+            }
+        }
+    }
+    out
+}
+
 fn walkdir(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(d) {
@@ -368,4 +397,125 @@ fn walkdir(d: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A TCP connection to `port` from the loopback address `from`.
+fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&local.into()).unwrap();
+    let remote: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    sock.connect(&remote.into()).unwrap();
+    sock.into()
+}
+
+/// What a connection that sent nothing receives within `secs`: the bytes
+/// before the node closed it.
+fn answer_to_silence(s: &mut std::net::TcpStream, secs: u64) -> (Vec<u8>, Duration) {
+    use std::io::Read;
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (got, t.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn threads_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_noisy_host_cannot_lock_the_pacs_out() {
+    /// A-ASSOCIATE-RJ: rejected-transient, service provider (presentation),
+    /// local-limit-exceeded (PS3.8 9.3.4).
+    const RJ_LIMIT: [u8; 10] = [3, 0, 0, 0, 0, 4, 0, 2, 3, 2];
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start_with(
+        &tmp.path().join("svc"),
+        &[],
+        &Setup {
+            node_extra: "max_associations = 8\nassociation_request_timeout_s = 4",
+            routes: "",
+            ..Default::default()
+        },
+    );
+    let pid = srv.child.id();
+    let threads_before = threads_of(pid);
+    let files: Vec<String> = dicom_files(&mr_series().join("dicom"))
+        .into_iter()
+        .take(20)
+        .collect();
+    // 100 idle connections from 127.0.0.2: 4 of them (the default per
+    // address) hold a slot, the rest are refused at once.
+    let mut idle: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| connect_from("127.0.0.2", srv.dicom_port))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile the PACS on 127.0.0.1 is served at once.
+    let t = Instant::now();
+    let o = srv.echo("PACS");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = srv.storescu("PACS", &files);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let served = t.elapsed();
+    eprintln!("C-ECHO and a 20-instance C-STORE beside 100 idle connections: {served:?}");
+    assert!(served < Duration::from_secs(5), "{served:?}");
+    let threads = threads_of(pid);
+    eprintln!("service threads: {threads_before} before, {threads} with 100 idle peers");
+    assert!(
+        threads <= threads_before + 12,
+        "{threads_before} -> {threads}"
+    );
+    assert!(vm_hwm_mib(pid) < 256, "{} MiB", vm_hwm_mib(pid));
+    // Every idle connection ends: 96 with an A-ASSOCIATE-RJ, the 4 that
+    // held a slot closed silently within the ARTIM time (4 s).
+    let (mut refused, mut dropped) = (0, 0);
+    for s in &mut idle {
+        let (got, after) = answer_to_silence(s, 15);
+        if got.is_empty() {
+            dropped += 1;
+            assert!(after < Duration::from_secs(8), "{after:?}");
+        } else {
+            assert_eq!(got, RJ_LIMIT);
+            refused += 1;
+        }
+    }
+    assert_eq!((refused, dropped), (96, 4));
+    let refusals = srv.events("association_rejected");
+    assert!(
+        refusals.iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("4 associations already open from 127.0.0.2")),
+        "{refusals:?}"
+    );
+    assert!(srv.log().contains("max_associations_per_address"));
+    // The same from the PACS's own address: with its 4 places taken, its
+    // next association is refused, and dcmtk reads the refusal.
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| connect_from("127.0.0.1", srv.dicom_port))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let o = srv.echo("PACS");
+    let said = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success());
+    assert!(said.to_lowercase().contains("reject"), "{said}");
+    drop(held);
+    // Places are given back when the peers leave.
+    let t = Instant::now();
+    while !srv.echo("PACS").status.success() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never served again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -8,7 +8,7 @@
 //! (not part of the MR IOD, which dciodvfy reports as a warning; readers,
 //! ours included, apply it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use delineate_imaging::{Geometry, Volume};
 use dicom_core::{PrimitiveValue, VR};
@@ -141,10 +141,7 @@ pub fn write_mr_series(
             "the output folder exists and is not empty",
         ));
     }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = delineate_imaging::atomic::parent_dir(dir);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, "cannot create", e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".delineate-series-")
@@ -295,7 +292,7 @@ pub fn write_mr_series(
         })
         .collect::<Result<_, Error>>()?;
     let kept = tmp.keep();
-    delineate_imaging::atomic::set_mode(&kept, 0o755)
+    delineate_imaging::atomic::ordinary_mode(&kept, true)
         .map_err(|e| Error::io(dir, "cannot set permissions of", e))?;
     if dir.exists() {
         std::fs::remove_dir(dir)

@@ -199,10 +199,7 @@ pub struct Staging {
 
 impl Staging {
     pub fn new(out: &Path) -> Result<Self, Error> {
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = delineate_imaging::atomic::parent_dir(out);
         std::fs::create_dir_all(&parent).map_err(|e| {
             Error::Input(format!(
                 "{}: cannot create the output folder: {e}",
@@ -238,7 +235,7 @@ impl Staging {
             ))
         };
         let tmp = self.tmp.keep();
-        delineate_imaging::atomic::set_mode(&tmp, 0o755).map_err(ctx)?;
+        delineate_imaging::atomic::ordinary_mode(&tmp, true).map_err(ctx)?;
         let old = if self.out.exists() {
             let aside = tmp.with_extension("old");
             std::fs::rename(&self.out, &aside).map_err(ctx)?;

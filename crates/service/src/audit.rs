@@ -49,7 +49,7 @@ impl Audit {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| Error::io(path, "open for appending", e))?;
         crate::durable::private(path, false)?;
         Ok(Self {
             tail: Mutex::new(Tail { file, head }),

@@ -127,7 +127,7 @@ impl Queue {
             }
         };
         let dir = batches.join(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create the folder", e))?;
         crate::durable::private(&dir, true)?;
         crate::durable::rename_durably(spooled, &dir.join(instance_file(sop_uid)))?;
         tx.execute(
@@ -317,7 +317,7 @@ pub fn gather(batches_dir: &Path, dir: &Path, content: &SeriesContent) -> Result
         }
         let source = batches_dir.join(batch).join(&name);
         if std::fs::hard_link(&source, &target).is_err() {
-            std::fs::copy(&source, &target).map_err(|e| Error::io(&source, e))?;
+            std::fs::copy(&source, &target).map_err(|e| Error::io(&source, "copy", e))?;
         }
     }
     crate::durable::sync_dir(dir)?;

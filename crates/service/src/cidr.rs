@@ -34,6 +34,11 @@ impl Cidr {
         Ok(Self { addr, bits })
     }
 
+    /// The prefix length: the larger, the narrower the range.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
     /// Whether `ip` lies in the range (an IPv4-mapped IPv6 address counts
     /// as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {

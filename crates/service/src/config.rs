@@ -59,6 +59,23 @@ pub struct Node {
     /// Associations served at once; more are refused (transient).
     #[serde(default = "default_max_associations")]
     pub max_associations: usize,
+    /// Associations open (or waiting for a slot) at once from one address;
+    /// more are refused at once with an A-ASSOCIATE-RJ (transient, local
+    /// limit exceeded), so that one host's connections cannot take every
+    /// slot from the others.
+    #[serde(default = "default_max_per_address")]
+    pub max_associations_per_address: usize,
+    /// Per address range (CIDR), a limit other than
+    /// `max_associations_per_address` for each address in it (the
+    /// narrowest range that holds an address applies), e.g. a router that
+    /// sends many studies at once: `{ "10.1.2.40" = 16 }`.
+    #[serde(default)]
+    pub max_associations_per_range: std::collections::BTreeMap<String, usize>,
+    /// Seconds from connect within which the whole A-ASSOCIATE-RQ must
+    /// arrive (dcmtk's ARTIM timer); a peer that connects and stays silent
+    /// gives its slot back after this long.
+    #[serde(default = "default_artim")]
+    pub association_request_timeout_s: f64,
     /// Seconds a peer may stay silent inside an association.
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
@@ -256,6 +273,12 @@ fn default_max_association_mib() -> u64 {
 fn default_max_associations() -> usize {
     32
 }
+fn default_max_per_address() -> usize {
+    4
+}
+fn default_artim() -> f64 {
+    10.0
+}
 fn default_timeout() -> f64 {
     60.0
 }
@@ -292,6 +315,20 @@ fn default_backoff() -> f64 {
 }
 fn default_backoff_max() -> f64 {
     300.0
+}
+
+impl Node {
+    /// Associations `ip` may have open at once: the limit of the narrowest
+    /// range in `max_associations_per_range` that holds it, else
+    /// `max_associations_per_address`.
+    pub fn limit_for(&self, ip: std::net::IpAddr) -> usize {
+        self.max_associations_per_range
+            .iter()
+            .filter_map(|(r, &n)| crate::cidr::Cidr::parse(r).ok().map(|c| (c, n)))
+            .filter(|(c, _)| c.contains(ip))
+            .max_by_key(|(c, _)| c.bits())
+            .map_or(self.max_associations_per_address, |(_, n)| n)
+    }
 }
 
 impl Config {
@@ -395,6 +432,23 @@ impl Config {
         }
         if !self.node.timeout_s.is_finite() || self.node.timeout_s <= 0.0 {
             return bad("node.timeout_s must be > 0".into());
+        }
+        let artim = self.node.association_request_timeout_s;
+        if !artim.is_finite() || artim <= 0.0 {
+            return bad("node.association_request_timeout_s must be > 0".into());
+        }
+        if self.node.max_associations_per_address == 0 {
+            return bad("node.max_associations_per_address must be ≥ 1".into());
+        }
+        for (range, &n) in &self.node.max_associations_per_range {
+            if let Err(e) = crate::cidr::Cidr::parse(range) {
+                return bad(format!("node.max_associations_per_range: {e}"));
+            }
+            if n == 0 {
+                return bad(format!(
+                    "node.max_associations_per_range {range:?}: must be ≥ 1"
+                ));
+            }
         }
         if self.node.max_pdu < 4096 {
             return bad("node.max_pdu must be ≥ 4096 bytes".into());

@@ -1,8 +1,15 @@
 //! Files that are on disk before we say so: write, fsync the file, rename,
 //! fsync the folder. A C-STORE success is only answered after this.
 
+//!
+//! A bare file name (`users.toml`) lies in the current folder: its parent
+//! is the empty path, which no system call opens, so every folder here comes
+//! from [`parent_dir`].
+
 use std::io::Write;
 use std::path::Path;
+
+use delineate_imaging::atomic::parent_dir;
 
 use crate::Error;
 
@@ -12,33 +19,50 @@ pub fn spool(dir: &Path, bytes: &[u8]) -> Result<std::path::PathBuf, Error> {
     let mut f = tempfile::Builder::new()
         .prefix(".incoming-")
         .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(f.path(), e))?;
-    f.as_file().sync_all().map_err(|e| Error::io(f.path(), e))?;
-    let (_, p) = f.keep().map_err(|e| Error::io(dir, e.error))?;
+        .map_err(|e| Error::io(dir, "create a temporary file in", e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(f.path(), "write", e))?;
+    f.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(f.path(), "sync", e))?;
+    let (_, p) = f
+        .keep()
+        .map_err(|e| Error::io(dir, "keep a temporary file in", e.error))?;
     Ok(p)
 }
 
 /// Renames and fsyncs the target's folder, so the new name survives a crash.
+/// A failure of that last sync is [`Error::NotSynced`]: the file is in
+/// place by then.
 pub fn rename_durably(from: &Path, to: &Path) -> Result<(), Error> {
-    std::fs::rename(from, to).map_err(|e| Error::io(to, e))?;
-    if let Some(d) = to.parent() {
-        sync_dir(d)?;
-    }
-    Ok(())
+    std::fs::rename(from, to).map_err(|e| Error::io(to, "rename into place", e))?;
+    sync_dir(&parent_dir(to)).map_err(|e| match e {
+        Error::Io { source, .. } => Error::NotSynced {
+            path: to.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+        .map_err(|e| Error::io(dir, "sync the folder", e))
 }
 
-/// Writes a whole file durably (temporary file, fsync, rename, fsync folder).
+/// Writes a whole file durably (temporary file, fsync, rename, fsync
+/// folder). Before the rename nothing has changed at `path`; an error
+/// after it is [`Error::NotSynced`].
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = spool(dir, bytes)?;
-    rename_durably(&tmp, path)
+    let tmp = spool(&parent_dir(path), bytes)?;
+    if let Err(e) = rename_durably(&tmp, path) {
+        if !matches!(e, Error::NotSynced { .. }) {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Makes `path` readable by its owner only (0600 for a file, 0700 for a
@@ -49,7 +73,7 @@ pub fn private(path: &Path, dir: bool) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
         let mode = if dir { 0o700 } else { 0o600 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| Error::io(path, "set the permissions of", e))?;
     }
     #[cfg(not(unix))]
     let _ = (path, dir);

@@ -21,6 +21,7 @@
 //!
 //! Design and operation: docs/service.md.
 
+pub mod admission;
 pub mod audit;
 pub mod batches;
 pub mod cidr;
@@ -52,8 +53,21 @@ pub use config::Config;
 pub enum Error {
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
-    #[error("{}: {source}", path.display())]
+    /// An operating-system error while doing `action` to `path`; the
+    /// cause is the error's source (printed once, by whoever prints the
+    /// chain).
+    #[error("{}: cannot {action}", path.display())]
     Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `path` was written and renamed into place, but its folder could not
+    /// be synced: the new content is there, its survival of a power cut is
+    /// not certain.
+    #[error("{}: written, but cannot sync its folder", path.display())]
+    NotSynced {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -71,9 +85,10 @@ impl Error {
             message: message.into(),
         }
     }
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
+    pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
+            action,
             source,
         }
     }
@@ -99,7 +114,7 @@ impl Dirs {
             jobs: root.join("jobs"),
         };
         for p in [&d.root, &d.spool, &d.batches, &d.jobs] {
-            std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+            std::fs::create_dir_all(p).map_err(|e| Error::io(p, "create the folder", e))?;
             // Patient data: the service's user only.
             durable::private(p, true)?;
         }
@@ -183,9 +198,21 @@ impl Service {
     }
 }
 
+/// The file-mode creation mask of every service process: whatever it, the
+/// SQLite library (the queue's `-wal` and `-shm` files) or a `delineate
+/// segment` worker it starts creates is readable by the service's account
+/// only. Set before any file is opened.
+pub const SERVICE_UMASK: u32 = 0o077;
+
+/// Sets [`SERVICE_UMASK`] for this process and the processes it starts.
+pub fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(SERVICE_UMASK));
+}
+
 /// Runs the service until SIGINT/SIGTERM. `exe` is the `delineate` binary.
 pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
     use anyhow::Context;
+    private_umask();
     let config = Config::load(config_path)?;
     let svc = Service::new(config, exe)?;
     worker::recover(&svc)?;
@@ -336,6 +363,7 @@ pub fn run_review(
     reviewer: &str,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    private_umask();
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().to_string())

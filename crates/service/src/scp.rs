@@ -2,9 +2,13 @@
 //!
 //! At most `node.max_associations` threads serve associations at once (one
 //! per association, ended with it); connections beyond that wait in a
-//! queue of the same length, and beyond that are closed at once (and
-//! logged): a flood of connections costs no thread and no memory. Every peer is bounded: silent for `timeout_s`
-//! (during the handshake too) and it is dropped; command sets over 64 KiB,
+//! queue of the same length, and beyond that are refused at once with an
+//! A-ASSOCIATE-RJ (and logged): a flood of connections costs no thread and
+//! no memory. One address holds at most `max_associations_per_address`
+//! connections (open or waiting; [`crate::admission`]), so one host cannot
+//! take every slot. Every peer is bounded: its whole A-ASSOCIATE-RQ must
+//! arrive within `association_request_timeout_s` of connect (ARTIM), and
+//! inside the association a peer silent for `timeout_s` is dropped; command sets over 64 KiB,
 //! an instance over `max_instance_mib` or an association over
 //! `max_association_mib` abort the association.
 //! Only calling AE titles on the allow-list associate; storage accepts MR,
@@ -28,6 +32,7 @@ use dicom_ul::pdu::{
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::admission::{HostSlot, PerHost, Refusal, Refuser};
 use crate::dimse::{self, Command};
 use crate::queue::SeriesKey;
 use crate::{Counters, Service};
@@ -90,8 +95,10 @@ pub fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let n = svc.config.node.max_associations;
+    let hosts = Arc::new(PerHost::default());
+    let refuser = Refuser::start();
     // Connections waiting for a free slot: as many as there are slots.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(TcpStream, String)>(n);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(TcpStream, String, HostSlot)>(n);
     {
         let s = svc.clone();
         // The dispatcher: at most `n` association threads at once, each
@@ -99,7 +106,7 @@ pub fn accept_loop(
         // back, which a long-lived pool thread would keep).
         std::thread::spawn(move || {
             let slots = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
-            for (stream, peer) in rx {
+            for (stream, peer, host) in rx {
                 {
                     let (m, cv) = &*slots;
                     let mut busy = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -114,6 +121,8 @@ pub fn accept_loop(
                         .active_associations
                         .fetch_add(1, Ordering::SeqCst);
                     handle(&s, stream, &peer, tls);
+                    // The address's place is free as soon as the peer is.
+                    drop(host);
                     s.counters
                         .active_associations
                         .fetch_sub(1, Ordering::SeqCst);
@@ -129,27 +138,50 @@ pub fn accept_loop(
             break;
         }
         let Ok(stream) = stream else { continue };
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        if let Err(std::sync::mpsc::TrySendError::Full((stream, peer))) =
-            tx.try_send((stream, peer))
+        let Ok(addr) = stream.peer_addr() else {
+            continue;
+        };
+        let peer = addr.to_string();
+        let limit = svc.config.node.limit_for(addr.ip());
+        let host = match hosts.admit(addr.ip(), limit) {
+            Ok(h) => h,
+            Err(open) => {
+                refuser.refuse(stream, Refusal::AddressLimit);
+                refused(
+                    &svc,
+                    &peer,
+                    format!(
+                        "{open} associations already open from {} (node.max_associations_per_address \
+                         or _per_range: {limit})",
+                        addr.ip()
+                    ),
+                );
+                continue;
+            }
+        };
+        if let Err(std::sync::mpsc::TrySendError::Full((stream, peer, host))) =
+            tx.try_send((stream, peer, host))
         {
-            // Every thread busy and the queue full: close now, log once.
-            drop(stream);
-            Counters::inc(&svc.counters.associations_rejected);
-            tracing::warn!(
-                peer,
-                "connection closed: {n} associations open and {n} waiting"
-            );
-            svc.audit.event(
-                "association_rejected",
-                json!({"peer": peer, "calling_ae": "", "reason":
-                       format!("busy: {n} associations open and {n} waiting (node.max_associations)")}),
+            // Every thread busy and the queue full: refuse now.
+            drop(host);
+            refuser.refuse(stream, Refusal::Busy);
+            refused(
+                &svc,
+                &peer,
+                format!("busy: {n} associations open and {n} waiting (node.max_associations)"),
             );
         }
     }
+}
+
+/// Counts, logs and audits a connection refused before its association.
+fn refused(svc: &Service, peer: &str, reason: String) {
+    Counters::inc(&svc.counters.associations_rejected);
+    tracing::warn!(peer, "association refused: {reason}");
+    svc.audit.event(
+        "association_rejected",
+        json!({"peer": peer, "calling_ae": "", "reason": reason}),
+    );
 }
 
 fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::ServerConfig>>) {
@@ -162,9 +194,11 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::
         calling: &who,
     };
     let timeout = Duration::from_secs_f64(n.timeout_s);
-    // A peer that connects and says nothing is dropped after the timeout,
-    // during the handshake as later.
-    let _ = stream.set_read_timeout(Some(timeout));
+    let artim = Duration::from_secs_f64(n.association_request_timeout_s);
+    // A peer that connects and does not send its whole A-ASSOCIATE-RQ
+    // within the ARTIM time is dropped; inside the association, one silent
+    // for the timeout.
+    let _ = stream.set_read_timeout(Some(artim));
     let _ = stream.set_write_timeout(Some(timeout));
     let mut opts = ServerAssociationOptions::new()
         .ae_access_control(allow)
@@ -179,7 +213,7 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::
     for ts in dimse::TRANSFER_SYNTAXES {
         opts = opts.with_transfer_syntax(*ts);
     }
-    if let Err(why) = wait_for_start(&stream, timeout, tls.is_some()) {
+    if let Err(why) = wait_for_start(&stream, artim, tls.is_some()) {
         Counters::inc(&svc.counters.associations_rejected);
         tracing::warn!(peer, "connection dropped: {why}");
         svc.audit.event(
@@ -239,20 +273,36 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::
     );
 }
 
-/// Waits (at most `timeout`) until the peer has sent the start of what the
-/// port expects: the first byte of an A-ASSOCIATE-RQ (0x01) on the plain
-/// port, a whole first TLS record of type handshake (0x16) on the TLS port.
+/// Largest A-ASSOCIATE-RQ waited for whole before the association starts
+/// (one with every presentation context a modality proposes is a few KiB);
+/// a longer one is left to dicom-ul's own limits.
+const MAX_ASSOCIATE_RQ: usize = 64 * 1024;
+
+/// Waits (at most `artim`, the ARTIM time) until the peer has sent what the
+/// port expects first: a whole A-ASSOCIATE-RQ PDU on the plain port, a whole
+/// first TLS record of type handshake (0x16) on the TLS port. A peer that
+/// connects and stays silent, or sends a little and stops, gives its slot
+/// back after `artim`.
 ///
-/// Why here and not in dicom-ul: with its `sync-tls` feature, dicom-ul
-/// 0.10.1 retries the TLS acceptor on the bytes already read when the first
-/// read fails, and at end of input that retry never ends. A peer that
-/// connects and closes, goes silent, or sends half a ClientHello would keep
-/// a pool thread spinning for ever. Looking at the bytes first (without
-/// consuming them) means dicom-ul only sees peers that got that far.
-fn wait_for_start(stream: &TcpStream, timeout: Duration, tls: bool) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut buf = vec![0u8; 5 + (1 << 14)];
+/// Why here and not in dicom-ul: its socket read timeout is one setting for
+/// the handshake and the association, and with its `sync-tls` feature
+/// dicom-ul 0.10.1 retries the TLS acceptor on the bytes already read when
+/// the first read fails, and at end of input that retry never ends. A peer
+/// that connects and closes, goes silent, or sends half a ClientHello would
+/// keep a pool thread spinning for ever. Looking at the bytes first
+/// (without consuming them) means dicom-ul only sees peers that got that far.
+fn wait_for_start(stream: &TcpStream, artim: Duration, tls: bool) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + artim;
+    let mut buf = vec![0u8; MAX_ASSOCIATE_RQ];
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        let silent = || {
+            format!(
+                "no whole association request within {:.0} s (node.association_request_timeout_s)",
+                artim.as_secs_f64()
+            )
+        };
         let n = match stream.peek(&mut buf) {
             Ok(0) => return Err("closed before sending anything".into()),
             Ok(n) => n,
@@ -260,37 +310,37 @@ fn wait_for_start(stream: &TcpStream, timeout: Duration, tls: bool) -> Result<()
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                return Err(format!(
-                    "silent for {:.0} s (node.timeout_s)",
-                    timeout.as_secs_f64()
-                ))
+                return Err(silent())
             }
             Err(e) => return Err(format!("cannot read: {e}")),
         };
-        if !tls {
-            return if buf[0] == 0x01 {
-                Ok(())
-            } else {
-                Err(format!(
+        // The length of the first PDU or record once its header is here.
+        let need = if !tls {
+            if buf[0] != 0x01 {
+                return Err(format!(
                     "the first byte 0x{:02x} is not an A-ASSOCIATE-RQ (TLS to the plain port?)",
                     buf[0]
-                ))
-            };
-        }
-        if buf[0] != 0x16 {
-            return Err(format!(
-                "the first byte 0x{:02x} is not a TLS handshake (plain DICOM to the TLS port?)",
-                buf[0]
-            ));
-        }
-        if n >= 5 {
-            let need = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-            if n >= need || need > buf.len() {
-                return Ok(());
+                ));
             }
+            (n >= 6).then(|| 6 + u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize)
+        } else {
+            if buf[0] != 0x16 {
+                return Err(format!(
+                    "the first byte 0x{:02x} is not a TLS handshake (plain DICOM to the TLS port?)",
+                    buf[0]
+                ));
+            }
+            (n >= 5).then(|| 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]])))
+        };
+        if need.is_some_and(|need| n >= need || need > buf.len()) {
+            return Ok(());
         }
         if std::time::Instant::now() >= deadline {
-            return Err("an incomplete TLS ClientHello, then silence".into());
+            return Err(if tls {
+                "an incomplete TLS ClientHello, then silence".into()
+            } else {
+                silent()
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -112,7 +112,7 @@ impl Users {
                     .users
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io(path, "read", e)),
         };
         for u in &list {
             if unhex(&u.salt).is_none() || unhex(&u.hash).is_none_or(|h| h.len() != 32) {
@@ -136,11 +136,16 @@ impl Users {
         let text = format!(
             "# delineate accounts: `delineate user add|list|revoke`. Tokens are not stored, only salted hashes.\n{text}"
         );
-        crate::durable::write(&self.path, text.as_bytes())?;
-        crate::durable::private(&self.path, false)
+        // The temporary file the durable write renames into place is
+        // created 0600, so the accounts file is private from its first byte.
+        crate::durable::write(&self.path, text.as_bytes())
     }
 
-    /// Adds an account; returns its token (shown once, never stored).
+    /// Adds an account; returns its token (shown once, never stored). When
+    /// the file cannot be written the account is not added (the file is as
+    /// it was); when it was written but its folder could not be synced, the
+    /// account exists, so its token is still returned (with a warning in
+    /// the log), never lost.
     pub fn add(&mut self, name: &str, role: Role) -> Result<String, Error> {
         let name = name.trim();
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
@@ -167,8 +172,22 @@ impl Users {
             created: crate::audit::rfc3339_now(),
             revoked: false,
         });
-        self.save()?;
-        Ok(token)
+        match self.save() {
+            Ok(()) => Ok(token),
+            Err(e @ Error::NotSynced { .. }) => {
+                tracing::warn!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                Ok(token)
+            }
+            Err(e) => {
+                self.list.pop();
+                Err(e)
+            }
+        }
     }
 
     /// Revokes every active account named `name`.
