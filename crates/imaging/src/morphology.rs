@@ -6,7 +6,28 @@
 
 use rayon::prelude::*;
 
-use crate::{Connectivity, Volume};
+use crate::{label_components, Connectivity, Volume};
+
+/// Fills the holes of a mask: background parts (6-connected) that touch no
+/// face of the volume become inside.
+pub fn fill_holes(mask: &Volume<u8>) -> Volume<u8> {
+    let bg = label_components(mask, Connectivity::Six, |&v| v == 0, false);
+    let s = mask.geometry().size;
+    let open: Vec<bool> = std::iter::once(false)
+        .chain(
+            bg.stats
+                .iter()
+                .map(|c| (0..3).any(|a| c.bbox_min[a] == 0 || c.bbox_max[a] + 1 >= s[a])),
+        )
+        .collect();
+    let mut out = mask.clone();
+    for (v, &l) in out.as_mut_slice().iter_mut().zip(bg.labels.as_slice()) {
+        if l > 0 && !open[l as usize] {
+            *v = 1;
+        }
+    }
+    out
+}
 
 fn pass_axis(src: &[bool], size: [usize; 3], axis: usize, dilate: bool) -> Vec<bool> {
     let [nx, ny, _] = size;

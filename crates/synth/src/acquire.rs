@@ -41,6 +41,32 @@ pub struct Acquisition {
     /// Tissue intensities (the template's own without randomisation).
     pub contrast: Contrast,
     pub artefacts: Artefacts,
+    /// Skull-stripped (as research datasets such as BraTS are): everything
+    /// farther than this many voxels outside the cranial cavity is air.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skull_stripped_voxels: Option<usize>,
+}
+
+/// Closed-brain hull level taken as the inner table of the skull: the hull
+/// is the brain closed over its sulci (5 mm) and blurred, so its 0.5 level
+/// follows the brain's outer surface with the CSF of the sulci inside; a
+/// little outside that (0.3) takes in the subarachnoid CSF over the
+/// convexity and the dura on the inner table.
+pub const INTRACRANIAL_HULL: f32 = 0.3;
+/// Normal enhancing structures (venous sinuses, dura, falx, pituitary and
+/// cavernous sinus) within this hull level are inside the cranial cavity.
+pub const INTRACRANIAL_STRUCTURE_HULL: f32 = 0.02;
+
+/// Whether template point `tp` lies inside the cranial cavity (inside the
+/// inner table of the skull): brain, CSF, ventricles, dura, the venous
+/// sinuses and the enhancing structures of the skull base next to the
+/// brain (pituitary fossa, cavernous sinus, internal auditory canals).
+/// Scalp, skull, orbits and face are outside.
+pub fn intracranial_at(t: &Template, w2t: &WorldToIndex, tp: V3, gain: f32) -> bool {
+    let hull = w2t.linear(&t.hull_soft, tp, 0.0);
+    hull >= INTRACRANIAL_HULL
+        || (hull >= INTRACRANIAL_STRUCTURE_HULL
+            && gain * w2t.linear(&t.enhance, tp, 0.0) >= LOOKALIKE_ENHANCEMENT)
 }
 
 /// A grid covering the box `lo..hi` (LPS mm) with the slices of `plane`.
@@ -73,6 +99,9 @@ pub struct Rendered {
     pub image: Volume<u16>,
     pub truth: Volume<u16>,
     pub brain: Volume<u8>,
+    /// The intracranial cavity ([`intracranial_at`], lesions and dural
+    /// tails added): the target of the intracranial-mask network.
+    pub intracranial: Volume<u8>,
     /// Where look-alikes are ([`LOOKALIKE_VESSEL`], [`LOOKALIKE_STRUCTURE`];
     /// never on a lesion voxel).
     pub lookalikes: Volume<u8>,
@@ -124,11 +153,13 @@ pub fn render(
     let mut img = vec![0.0f32; g.len()];
     let mut brain = vec![0u8; g.len()];
     let mut looks = vec![0u8; g.len()];
+    let mut cavity = vec![0u8; g.len()];
     img.par_chunks_mut(nxy)
         .zip(brain.par_chunks_mut(nxy))
         .zip(looks.par_chunks_mut(nxy))
+        .zip(cavity.par_chunks_mut(nxy))
         .enumerate()
-        .for_each(|(k, ((im, br), lk))| {
+        .for_each(|(k, (((im, br), lk), ic))| {
             for j in 0..s[1] {
                 for i in 0..s[0] {
                     let w = ctx.world(i, j, k);
@@ -142,6 +173,7 @@ pub fn render(
                     let tp = map.to_template(w);
                     im[i + j * s[0]] = v * inv;
                     br[i + j * s[0]] = u8::from(ctx.w2t.linear(&t.brain_soft, tp, 0.0) >= 0.5);
+                    ic[i + j * s[0]] = u8::from(intracranial_at(t, &ctx.w2t, tp, gain));
                     if gain * ctx.w2t.linear(&t.enhance, tp, 0.0) >= LOOKALIKE_ENHANCEMENT {
                         lk[i + j * s[0]] = LOOKALIKE_STRUCTURE;
                     }
@@ -208,6 +240,10 @@ pub fn render(
                     let b = ctx.w2t.linear(&t.brain_soft, map.to_template(x), 0.0) as f64;
                     let shell = (1.0 - (b - 0.3).abs() / 0.25).clamp(0.0, 1.0);
                     img[i + j * s[0] + k * nxy] += (tail.amplitude * fade * shell) as f32;
+                    // The enhancing dura of the tail is inside the cavity.
+                    if fade * shell > 0.25 {
+                        cavity[i + j * s[0] + k * nxy] = 1;
+                    }
                 }
             }
         }
@@ -276,9 +312,31 @@ pub fn render(
         lesion_mean[n] = sum / cnt.max(1) as f64;
     }
 
-    for (l, &t) in looks.iter_mut().zip(&truth) {
+    for ((l, c), &t) in looks.iter_mut().zip(cavity.iter_mut()).zip(&truth) {
         if t > 0 {
             *l = 0;
+            // Every lesion lies inside the cavity: a large tumour never
+            // punches a hole in the mask.
+            *c = 1;
+        }
+    }
+    // Skull stripping, when the case stands for a stripped dataset: the
+    // cavity (holes filled) grown by a few voxels keeps its signal.
+    if let Some(margin) = acq.skull_stripped_voxels {
+        let ic = delineate_imaging::morphology::fill_holes(
+            &Volume::from_vec(g.clone(), cavity.clone())
+                .unwrap_or_else(|_| Volume::filled(g.clone(), 0)),
+        )
+        .map(|&v| v > 0);
+        let keep = delineate_imaging::morphology::dilate(
+            &ic,
+            delineate_imaging::Connectivity::TwentySix,
+            margin,
+        );
+        for (v, &k) in img.iter_mut().zip(keep.as_slice()) {
+            if !k {
+                *v = 0.0;
+            }
         }
     }
     // 5. Artefacts of the acquisition, on the noiseless signal.
@@ -290,7 +348,7 @@ pub fn render(
         let fold = (g.size[axis] as f64 * frac).round() as usize;
         g.size = wrap_around(
             &mut img,
-            &mut [&mut truth, &mut brain, &mut looks],
+            &mut [&mut truth, &mut brain, &mut looks, &mut cavity],
             g.size,
             axis,
             fold,
@@ -339,6 +397,11 @@ pub fn render(
             .unwrap_or_else(|_| Volume::filled(geom.clone(), 0)),
         lookalikes: Volume::from_vec(geom.clone(), looks)
             .unwrap_or_else(|_| Volume::filled(geom.clone(), 0)),
+        // The cavity has no holes (a template's brain mask may have some).
+        intracranial: delineate_imaging::morphology::fill_holes(
+            &Volume::from_vec(geom.clone(), cavity)
+                .unwrap_or_else(|_| Volume::filled(geom.clone(), 0)),
+        ),
         occupancy: occupancy_sum,
         lesion_mean,
         vessel_mean: if vsum.1 > 0 {

@@ -70,6 +70,8 @@ pub struct SynthCase {
     pub brain: Volume<u8>,
     /// Where the look-alikes are (codes in [`crate::acquire`]).
     pub lookalikes: Volume<u8>,
+    /// The intracranial cavity ([`crate::acquire::intracranial_at`]).
+    pub intracranial: Volume<u8>,
     pub record: CaseRecord,
 }
 
@@ -97,7 +99,13 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
     let deep: Vec<V3> = (0..400)
         .map(|_| map.to_case(t.junction[0][rng.random_range(0..t.junction[0].len())]))
         .collect();
-    let vessels = random_vessels(&mut rng, &brain_at, &surface, &deep);
+    let vessels = random_vessels(
+        &mut rng,
+        &brain_at,
+        &surface,
+        &deep,
+        p.through_plane_half_mm,
+    );
 
     // Scanner grid over the case's head.
     let total: f64 = p.grids.iter().map(|g| g.weight.max(0.0)).sum();
@@ -150,6 +158,9 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         }
     };
     let geom: Geometry = scanner_grid(lo, hi, spacing, plane);
+    let skull_stripped_voxels = (p.skull_strip_p > 0.0
+        && rng.random_bool(p.skull_strip_p.clamp(0.0, 1.0)))
+    .then(|| rng.random_range(0..=2usize));
     let acq = Acquisition {
         grid: grid_name,
         orientation: plane.name(),
@@ -160,6 +171,7 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         enhancement_gain,
         contrast,
         artefacts,
+        skull_stripped_voxels,
     };
     let noise_seed: u64 = rng.random();
     let r = render(t, &map, &plan.lesions, &vessels, &geom, &acq, noise_seed);
@@ -234,6 +246,7 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         truth: r.truth,
         brain: r.brain,
         lookalikes: r.lookalikes,
+        intracranial: r.intracranial,
         record,
     }
 }

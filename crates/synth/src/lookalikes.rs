@@ -9,8 +9,10 @@
 //!   the falx.
 //!
 //! Drawn per case ([`random_vessels`]): cortical vessels as smooth tubes of
-//! 0.5–2.5 mm radius following the brain surface, and short vessels running
-//! through the slice that look like dots on an axial image.
+//! 0.5–2.5 mm radius following the brain surface, and vessels in deep white
+//! matter running through the slice, which look like dots on an axial image
+//! and are tubes in 3-D (half-length `through_plane_half_mm`, 12–32 mm by
+//! default: a vessel does not end a few millimetres after it appears).
 //!
 //! [`Template::enhance`]: crate::template::Template::enhance
 
@@ -191,6 +193,7 @@ pub fn random_vessels(
     brain_at: &dyn Fn(V3) -> f64,
     surface_points: &[V3],
     deep_points: &[V3],
+    through_plane_half_mm: [f64; 2],
 ) -> Vec<Vessel> {
     let mut out = Vec::new();
     if surface_points.is_empty() {
@@ -241,7 +244,11 @@ pub fn random_vessels(
         for _ in 0..n_dots {
             let c = deep_points[rng.random_range(0..deep_points.len())];
             let r = rng.random_range(0.8..1.8);
-            let half = rng.random_range(3.0..8.0);
+            // One draw whatever the range, so that datasets with other
+            // half-lengths are otherwise the same case for case.
+            let u: f64 = rng.random_range(0.0..1.0);
+            let [lo, hi] = through_plane_half_mm;
+            let half = lo + u * (hi - lo).max(0.0);
             let tilt = [
                 rng.random_range(-0.3..0.3),
                 rng.random_range(-0.3..0.3),

@@ -34,6 +34,9 @@ pub const TRUTH: &str = "truth.nii.gz";
 pub const BRAIN: &str = "brain.nii.gz";
 /// Where the enhancing look-alikes are (1 vessel, 2 sinus/plexus/dura).
 pub const LOOKALIKES: &str = "lookalikes.nii.gz";
+/// The intracranial cavity (brain, CSF, dura, sinuses, lesions): the
+/// target of the intracranial-mask network.
+pub const INTRACRANIAL: &str = "intracranial.nii.gz";
 pub const LESIONS: &str = "lesions.json";
 
 /// Writes `case` into `out/<name>/` (which must not exist yet).
@@ -59,6 +62,7 @@ pub fn write_case(out: &Path, case: &SynthCase, dicom: bool) -> Result<PathBuf, 
     write_nifti(&tmp.join(TRUTH), &case.truth, &opts)?;
     write_nifti(&tmp.join(BRAIN), &case.brain, &opts)?;
     write_nifti(&tmp.join(LOOKALIKES), &case.lookalikes, &opts)?;
+    write_nifti(&tmp.join(INTRACRANIAL), &case.intracranial, &opts)?;
     write_json(&tmp.join(LESIONS), &case.record)?;
     if dicom {
         let series_opts = SeriesWriteOptions {

@@ -82,6 +82,26 @@ pub struct SynthParams {
     /// renders the template's own contrast on the named grids.
     #[serde(default)]
     pub randomisation: Option<crate::randomise::Randomisation>,
+    /// Half-length range (mm) of the vessels that run through the slice in
+    /// deep white matter ([`crate::lookalikes::random_vessels`]). Real
+    /// medullary and perforating vessels run on for centimetres, so in 3-D
+    /// they are tubes; datasets written before 2026-12-06 drew 3–8 mm,
+    /// short capsules as wide as small metastases at the grey–white
+    /// junction, which taught networks that small bright spots there are
+    /// not lesions (docs/model-card.md, the small-lesion study).
+    #[serde(default = "default_through_plane")]
+    pub through_plane_half_mm: [f64; 2],
+    /// Share of cases skull-stripped (everything 0–2 voxels beyond the
+    /// cranial cavity set to air), as research datasets are: what the
+    /// intracranial-mask network must also handle. No random draw is made
+    /// when 0, so datasets without it are unchanged.
+    #[serde(default)]
+    pub skull_strip_p: f64,
+}
+
+/// Default of [`SynthParams::through_plane_half_mm`].
+pub fn default_through_plane() -> [f64; 2] {
+    [12.0, 32.0]
 }
 
 impl Default for SynthParams {
@@ -121,6 +141,8 @@ impl Default for SynthParams {
             scanner_scale: [300.0, 2000.0],
             deform: DeformParams::default(),
             randomisation: None,
+            through_plane_half_mm: default_through_plane(),
+            skull_strip_p: 0.0,
         }
     }
 }

@@ -216,3 +216,80 @@ fn lesion_sizes_per_kind_follow_the_documented_ranges() {
     let small = by_kind[0].iter().filter(|&&v| v < 10.0).count() as f64 / by_kind[0].len() as f64;
     assert!((small - 0.594).abs() < 0.08, "{small}");
 }
+
+#[test]
+fn the_intracranial_target_holds_every_lesion_and_stripping_keeps_only_it() {
+    // One kind per background (three cases; six with their stripped twins).
+    let kinds = [Kind::Metastasis, Kind::Meningioma, Kind::Schwannoma];
+    for (i, t) in backgrounds().iter().enumerate() {
+        {
+            let kind = &kinds[i % 3];
+            let p = SynthParams {
+                kinds: vec![*kind],
+                ..params()
+            };
+            let case = generate_case(t, &p, "c", case_seed(31, i));
+            let ic = case.intracranial.as_slice();
+            assert!(case
+                .intracranial
+                .geometry()
+                .same_grid(case.truth.geometry(), 1e-9));
+            // Every lesion voxel, of every kind, is inside the cavity.
+            assert!(
+                ic.iter()
+                    .zip(case.truth.as_slice())
+                    .all(|(&c, &l)| l == 0 || c == 1),
+                "{} {kind:?}: a lesion voxel outside the cavity",
+                t.name
+            );
+            // A plausible adult intracranial volume (the templates are adult
+            // heads under ±8 % scaling), and no holes.
+            let g = case.intracranial.geometry();
+            let ml = ic.iter().filter(|&&c| c > 0).count() as f64
+                * g.spacing.iter().product::<f64>()
+                / 1000.0;
+            assert!(
+                (1000.0..2200.0).contains(&ml),
+                "{} {kind:?}: {ml:.0} ml",
+                t.name
+            );
+            let filled = delineate_imaging::morphology::fill_holes(&case.intracranial);
+            assert_eq!(filled.as_slice(), ic, "{}: holes in the cavity", t.name);
+            // The head reaches beyond the cavity (scalp, skull) unless stripped.
+            let img = case.image.as_slice();
+            let beyond = |ic: &[u8]| {
+                let max = img.iter().copied().max().unwrap_or(0) as f64;
+                img.iter()
+                    .zip(ic)
+                    .filter(|(&v, &c)| c == 0 && v as f64 > 0.2 * max)
+                    .count()
+            };
+            assert!(beyond(ic) > 1000, "{}: no head outside the cavity", t.name);
+            let stripped = SynthParams {
+                skull_strip_p: 1.0,
+                ..p.clone()
+            };
+            let s = generate_case(t, &stripped, "c", case_seed(31, i));
+            assert!(s.record.acquisition.skull_stripped_voxels.is_some());
+            let grown = delineate_imaging::morphology::dilate(
+                &s.intracranial.map(|&c| c > 0),
+                delineate_imaging::Connectivity::TwentySix,
+                3,
+            );
+            let max = s.image.as_slice().iter().copied().max().unwrap_or(0) as f64;
+            let outside_bright = s
+                .image
+                .as_slice()
+                .iter()
+                .zip(grown.as_slice())
+                .filter(|(&v, &k)| !k && v as f64 > 0.2 * max)
+                .count();
+            assert_eq!(
+                outside_bright, 0,
+                "{}: signal beyond a stripped cavity",
+                t.name
+            );
+            assert_eq!(s.truth.as_slice(), case.truth.as_slice());
+        }
+    }
+}

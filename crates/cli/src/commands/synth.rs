@@ -78,6 +78,16 @@ pub struct SynthArgs {
     pub men_diameter: String,
     #[arg(long, default_value = "5-30")]
     pub schw_diameter: String,
+    /// Half-length range (mm) of the vessels running through the slice in
+    /// deep white matter (look-alikes: dots on one slice, tubes in 3-D).
+    /// Datasets before 2026-12-06 used 3-8: capsules as small as small
+    /// metastases, the cause of the missed small lesions (docs/model-card.md).
+    #[arg(long, default_value = "12-32")]
+    pub through_plane_mm: String,
+    /// Share of cases skull-stripped (everything beyond the cranial cavity
+    /// set to air, as in BraTS): training data for the intracranial mask.
+    #[arg(long, default_value_t = 0.0)]
+    pub skull_strip_p: f64,
     /// Acquisition grids to draw from: 1mm, 0.9x0.9x1, 0.5x0.5x2.
     #[arg(long, value_delimiter = ',')]
     pub grid: Vec<String>,
@@ -149,6 +159,14 @@ pub fn params(a: &SynthArgs) -> Result<SynthParams> {
             bail!("--{what}: diameters must lie in 1-80 mm");
         }
     }
+    p.through_plane_half_mm = range(&a.through_plane_mm, "through-plane-mm")?;
+    if p.through_plane_half_mm[0] < 1.0 || p.through_plane_half_mm[1] > 100.0 {
+        bail!("--through-plane-mm: half-lengths must lie in 1-100 mm");
+    }
+    if !(0.0..=1.0).contains(&a.skull_strip_p) {
+        bail!("--skull-strip-p: must lie in 0-1");
+    }
+    p.skull_strip_p = a.skull_strip_p;
     p.snr = range(&a.snr, "snr")?;
     if p.snr[0] < 1.0 {
         bail!("--snr: must be at least 1");
@@ -300,13 +318,10 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         procedural_template: templates.iter().any(|t| t.procedural),
         cases: names,
         params: p,
-        files: vec![
-            "image.nii.gz",
-            "truth.nii.gz",
-            "brain.nii.gz",
-            "lookalikes.nii.gz",
-            "lesions.json",
-        ],
+        files: {
+            use delineate_synth::output::{BRAIN, IMAGE, INTRACRANIAL, LESIONS, LOOKALIKES, TRUTH};
+            vec![IMAGE, TRUTH, BRAIN, LOOKALIKES, INTRACRANIAL, LESIONS]
+        },
     };
     if a.layout == "nnunet" {
         delineate_eval::layout::write_nnunet_dataset_json(&a.out, a.cases)?;
