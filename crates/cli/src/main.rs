@@ -45,7 +45,11 @@ enum Command {
     Train(commands::train::TrainArgs),
     Curves(commands::curves::CurvesArgs),
     Segment(commands::segment::SegmentArgs),
+    Candidates(commands::candidates::CandidatesArgs),
     Export(commands::export::ExportArgs),
+    /// Model files: add stages (the intracranial mask) to a lesion model.
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
     Demo(commands::demo::DemoArgs),
     Serve(commands::serve::ServeArgs),
     Review(commands::review::ReviewArgs),
@@ -83,7 +87,9 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(&a),
         Command::Curves(a) => commands::curves::run(&a),
         Command::Segment(a) => commands::segment::run(&a),
+        Command::Candidates(a) => commands::candidates::run(&a),
         Command::Export(a) => commands::export::run(&a),
+        Command::Model(c) => commands::model::run(&c),
         Command::Demo(a) => commands::demo::run(&a),
         Command::Serve(a) => commands::serve::run(&a),
         Command::Review(a) => commands::review::run(&a),

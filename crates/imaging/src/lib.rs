@@ -11,6 +11,7 @@
 
 pub mod any_volume;
 pub mod atomic;
+pub mod blobs;
 pub mod components;
 pub mod distance;
 mod error;

@@ -4,12 +4,14 @@
 //! generic over burn backends (`Flex` on CPU, `Cuda` on GPU). The only crate
 //! that depends on burn.
 
+pub mod candidates;
 pub mod contract;
 pub mod data;
 pub mod deepmedic;
 pub mod engine;
 pub mod fast;
 pub mod infer;
+pub mod intracranial;
 pub mod losses;
 pub mod mining;
 pub mod modelfile;

@@ -84,3 +84,40 @@ pub fn inverse_weights(target: &[u8], size: [usize; 3]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Voxels of the reference lesion of [`size_weights`]: a sphere 10 mm
+/// across on a 1 mm grid (the size above which the network already finds
+/// lesions, docs/model-card.md).
+pub const SIZE_WEIGHT_REFERENCE_VOXELS: f64 = 523.6;
+/// Largest size weight (a single-voxel lesion would otherwise weigh 524).
+pub const SIZE_WEIGHT_MAX: f64 = 50.0;
+
+/// Size weights of one binary patch (x fastest): a voxel of lesion k
+/// (26-connected component) weighs clamp(V_ref / |C_k|, 1, max), with
+/// V_ref = [`SIZE_WEIGHT_REFERENCE_VOXELS`]; background 1. Unlike the
+/// inverse weights, the reference is fixed, so a small lesion alone in its
+/// patch is weighted too.
+pub fn size_weights(target: &[u8], size: [usize; 3]) -> Vec<f32> {
+    let g = Geometry {
+        size,
+        spacing: [1.0; 3],
+        origin: [0.0; 3],
+        direction: Geometry::IDENTITY,
+    };
+    let Ok(vol) = Volume::from_vec(g, target.to_vec()) else {
+        return vec![1.0; target.len()];
+    };
+    let cc = label_components(&vol, Connectivity::TwentySix, |&v| v > 0, false);
+    cc.labels
+        .as_slice()
+        .iter()
+        .map(|&l| {
+            if l == 0 {
+                1.0
+            } else {
+                let n = cc.stats[l as usize - 1].voxels as f64;
+                (SIZE_WEIGHT_REFERENCE_VOXELS / n).clamp(1.0, SIZE_WEIGHT_MAX) as f32
+            }
+        })
+        .collect()
+}

@@ -93,7 +93,9 @@ pub fn check_out(out: &Path, force: bool) -> Result<(), Error> {
 }
 
 /// Writes the result of one case into `out` (all files or none):
-/// probability.nii.gz, mask.nii.gz, lesions.json, and for DICOM input (or
+/// probability.nii.gz, mask.nii.gz, lesions.json (with what the
+/// intracranial stage did), intracranial.nii.gz when that stage ran, and
+/// for DICOM input (or
 /// `dicom_out`) rtstruct.dcm, an unreviewed AI draft with its provenance
 /// in the labels a planning system shows, and seg.dcm when asked.
 pub fn write_result(
@@ -110,6 +112,9 @@ pub fn write_result(
     let dir = staging.dir();
     let nopts = NiftiWriteOptions::default();
     write_nifti(&dir.join("probability.nii.gz"), &seg.probability, &nopts)?;
+    if let Some(ic) = &seg.intracranial {
+        write_nifti(&dir.join("intracranial.nii.gz"), &ic.mask, &nopts)?;
+    }
     let lesions = &seg.delivered;
     if lesions.list.len() <= u16::MAX as usize {
         let labels = AnyVolume::Uint16(lesions.labels.map(|&l| l as u16));
@@ -178,6 +183,7 @@ pub fn write_result(
         "lesions": lesions.list,
         "timings_s": seg.timings.iter().map(|(s, t)| serde_json::json!({"stage": s, "seconds": t})).collect::<Vec<_>>(),
         "warnings": seg.warnings,
+        "intracranial": seg.intracranial.as_ref().map(|i| &i.report),
     });
     let text = serde_json::to_string_pretty(&json)
         .map_err(|e| Error::Input(format!("lesions.json: {e}")))?;

@@ -18,7 +18,11 @@
 //! 5. the lesion labels back onto the input grid with the exact label
 //!    resampler (no lesion vanishes, none is diluted); the probability map
 //!    onto the input grid (trilinear), for viewing;
-//! 6. candidates are numbered by decreasing confidence; those at or above
+//! 6. with an intracranial stage in the model file ([`crate::intracranial`])
+//!    and unless switched off, candidates lying mostly outside the cranial
+//!    cavity are dropped (whole; a lesion on the mask's edge is kept whole);
+//!    an implausible mask is not applied and the case carries a warning;
+//! 7. candidates are numbered by decreasing confidence; those at or above
 //!    the operating threshold are delivered.
 
 use std::time::Instant;
@@ -32,6 +36,7 @@ use serde::Serialize;
 use crate::contract::{Contract, Crop};
 use crate::data::head_threshold;
 use crate::infer::{predict_sliding, window_count, SlidingOptions, TilePredictor};
+use crate::intracranial::{clean_mask, inside, CaseMask, IntracranialReport};
 use crate::modelfile::ModelInfo;
 use crate::Error;
 
@@ -43,6 +48,28 @@ pub struct SegmentOptions {
     pub operating_threshold: Option<f32>,
     /// Mirror test-time augmentation (8 flips).
     pub mirror: bool,
+    /// Do not run the model's intracranial stage (`--no-intracranial-mask`).
+    pub no_intracranial_mask: bool,
+}
+
+/// A network that runs around the lesion network, with its model file's
+/// description (its own contract).
+#[derive(Clone, Copy)]
+pub struct Stage<'a> {
+    pub predictor: &'a dyn TilePredictor,
+    pub info: &'a ModelInfo,
+}
+
+/// The stages a model file carries (each optional).
+#[derive(Clone, Copy, Default)]
+pub struct Stages<'a> {
+    pub intracranial: Option<Stage<'a>>,
+}
+
+/// What the intracranial stage did, with its mask on the input grid.
+pub struct IntracranialOutcome {
+    pub report: IntracranialReport,
+    pub mask: Volume<u8>,
 }
 
 /// One lesion.
@@ -100,6 +127,8 @@ pub struct Segmentation {
     pub windows: usize,
     /// Things the user should know (an unusual field of view, ...).
     pub warnings: Vec<String>,
+    /// The intracranial stage's work, when it ran.
+    pub intracranial: Option<IntracranialOutcome>,
 }
 
 /// Checks that `image` can be segmented by this model; warnings for
@@ -164,7 +193,26 @@ pub fn segment(
     opts: &SegmentOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Segmentation, Error> {
-    let warnings = check_input(image, info)?;
+    segment_staged(model, info, Stages::default(), image, opts, progress)
+}
+
+/// A network's probability on its model grid (zero outside the head
+/// crop), as its contract says: preprocessing, crop, sliding windows.
+pub struct ModelGridProbability {
+    pub probability: Volume<f32>,
+    pub windows: usize,
+    pub preprocess_s: f64,
+    pub network_s: f64,
+}
+
+/// Steps 1–3 of the pipeline for one network.
+pub fn probability_on_model_grid(
+    model: &dyn TilePredictor,
+    info: &ModelInfo,
+    image: &Volume<f32>,
+    mirror: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ModelGridProbability, Error> {
     let c: &Contract = &info.contract;
     let mult = info.network.size_multiple().max(1);
     if c.patch.iter().any(|&t| t == 0 || t % mult != 0) {
@@ -174,10 +222,7 @@ pub fn segment(
             info.network.name()
         )));
     }
-    let threshold = opts.operating_threshold.unwrap_or(c.operating_threshold);
-    let mut timings = Vec::new();
     let t = Instant::now();
-    let input_grid = image.geometry().clone();
     let pre = &c.preprocessing;
     let resampled = pre.resample(image)?;
     let model_grid = resampled.geometry().clone();
@@ -197,20 +242,19 @@ pub fn segment(
     drop(resampled);
     let cropped = normalised.crop(lo, hi)?;
     drop(normalised);
-    timings.push(("preprocess", t.elapsed().as_secs_f64()));
+    let preprocess_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let sliding = SlidingOptions {
         tile: c.patch,
         overlap: c.overlap,
-        mirror: opts.mirror,
+        mirror,
     };
     let windows = window_count(cropped.geometry().size, &sliding);
     let prob_crop = predict_sliding(model, &cropped, &sliding, progress)?;
-    timings.push(("network", t.elapsed().as_secs_f64()));
+    let network_s = t.elapsed().as_secs_f64();
 
-    let t = Instant::now();
-    let mut prob_model = Volume::filled(model_grid.clone(), 0f32);
+    let mut prob_model = Volume::filled(model_grid, 0f32);
     {
         let cs = prob_crop.geometry().size;
         let src = prob_crop.as_slice();
@@ -223,12 +267,73 @@ pub fn segment(
             }
         }
     }
-    let candidates = lesions_on_model_grid(
+    Ok(ModelGridProbability {
+        probability: prob_model,
+        windows,
+        preprocess_s,
+        network_s,
+    })
+}
+
+/// [`segment`] with the stages of the model file.
+pub fn segment_staged(
+    model: &dyn TilePredictor,
+    info: &ModelInfo,
+    stages: Stages,
+    image: &Volume<f32>,
+    opts: &SegmentOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Segmentation, Error> {
+    let mut warnings = check_input(image, info)?;
+    let c: &Contract = &info.contract;
+    let threshold = opts.operating_threshold.unwrap_or(c.operating_threshold);
+    let input_grid = image.geometry().clone();
+    let p = probability_on_model_grid(model, info, image, opts.mirror, progress)?;
+    let mut timings = vec![("preprocess", p.preprocess_s), ("network", p.network_s)];
+    let prob_model = p.probability;
+    let model_grid = prob_model.geometry().clone();
+
+    let mask = match stages.intracranial {
+        Some(stage) if !opts.no_intracranial_mask => {
+            let t = Instant::now();
+            let m = probability_on_model_grid(
+                stage.predictor,
+                stage.info,
+                image,
+                false,
+                &mut |_, _| {},
+            )
+            .map_err(|e| Error::Input(format!("the intracranial stage: {e}")))?;
+            let mask = CaseMask::new(&clean_mask(&m.probability), &model_grid, &input_grid)?;
+            if let Some(w) = &mask.warning {
+                warnings.push(format!(
+                    "{w}: the mask was not applied, candidates outside the skull were not removed"
+                ));
+            }
+            timings.push(("intracranial", t.elapsed().as_secs_f64()));
+            Some(mask)
+        }
+        _ => None,
+    };
+
+    let t = Instant::now();
+    let (candidates, removed) = lesions_on_model_grid_within(
         &prob_model,
         c.lesions.extent_threshold,
         c.lesions.min_diameter_mm,
         &input_grid,
+        mask.as_ref().and_then(|m| m.model_grid.as_ref()),
     )?;
+    let intracranial = mask.map(|m| IntracranialOutcome {
+        report: IntracranialReport {
+            applied: m.model_grid.is_some(),
+            volume_ml: m.volume_ml,
+            removed_candidates: removed.len(),
+            removed_delivered: removed.iter().filter(|&&p| p >= threshold).count(),
+            warning: m.warning.clone(),
+        },
+        mask: m.input_grid,
+    });
     let probability = if model_grid.same_grid(&input_grid, 1e-6) {
         let mut p = prob_model;
         p.set_geometry(input_grid.clone())?;
@@ -244,8 +349,9 @@ pub fn segment(
         delivered,
         threshold,
         timings,
-        windows,
+        windows: p.windows,
         warnings,
+        intracranial,
     })
 }
 
@@ -260,9 +366,26 @@ pub fn lesions_on_model_grid(
     min_diameter_mm: f64,
     input: &Geometry,
 ) -> Result<Lesions, Error> {
+    Ok(lesions_on_model_grid_within(probability, extent, min_diameter_mm, input, None)?.0)
+}
+
+/// [`lesions_on_model_grid`] keeping only the components that lie mostly
+/// inside `mask` (on the model grid; [`crate::intracranial::MIN_INSIDE`]),
+/// whole; also returns the confidences of those dropped.
+pub fn lesions_on_model_grid_within(
+    probability: &Volume<f32>,
+    extent: f32,
+    min_diameter_mm: f64,
+    input: &Geometry,
+    mask: Option<&Volume<u8>>,
+) -> Result<(Lesions, Vec<f32>), Error> {
     let g = probability.geometry();
     let cc = label_components(probability, Connectivity::TwentySix, |&p| p > extent, false);
     let n = cc.stats.len();
+    let within = match mask {
+        Some(m) => inside(&cc.labels, n, m),
+        None => vec![true; n + 1],
+    };
     let (mut max, mut sum) = (vec![0f32; n + 1], vec![0f64; n + 1]);
     for (&l, &p) in cc.labels.as_slice().iter().zip(probability.as_slice()) {
         if l > 0 {
@@ -271,9 +394,15 @@ pub fn lesions_on_model_grid(
         }
     }
     let voxel = voxel_volume_mm3(g);
-    let mut order: Vec<usize> = (0..n)
+    let sized: Vec<usize> = (0..n)
         .filter(|&c| equivalent_diameter_mm(cc.stats[c].voxels as f64 * voxel) >= min_diameter_mm)
         .collect();
+    let removed: Vec<f32> = sized
+        .iter()
+        .filter(|&&c| !within[c + 1])
+        .map(|&c| max[c + 1])
+        .collect();
+    let mut order: Vec<usize> = sized.into_iter().filter(|&c| within[c + 1]).collect();
     order.sort_by(|&a, &b| {
         max[b + 1]
             .total_cmp(&max[a + 1])
@@ -326,7 +455,7 @@ pub fn lesions_on_model_grid(
             }
         })
         .collect();
-    Ok(Lesions { labels, list })
+    Ok((Lesions { labels, list }, removed))
 }
 
 #[cfg(test)]

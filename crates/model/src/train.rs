@@ -15,6 +15,11 @@ pub enum LossKind {
     IwBce,
     Dice,
     IwDice,
+    /// BCE with each lesion's voxels weighted by its size against a fixed
+    /// reference lesion ([`crate::losses::size_weights`]): a small lesion
+    /// counts as much as a 10 mm one even alone in its patch, where iwBCE's
+    /// weights are all 1.
+    SwBce,
 }
 
 impl LossKind {
@@ -24,13 +29,23 @@ impl LossKind {
             "iwbce" => Some(Self::IwBce),
             "dice" => Some(Self::Dice),
             "iwdice" => Some(Self::IwDice),
+            "swbce" => Some(Self::SwBce),
             _ => None,
         }
     }
 
-    /// Whether the loss needs inverse lesion weights.
+    /// Whether the loss needs voxel weights.
     pub fn weighted(self) -> bool {
-        matches!(self, Self::IwBce | Self::IwDice)
+        matches!(self, Self::IwBce | Self::IwDice | Self::SwBce)
+    }
+
+    /// The voxel weights of one binary patch (x fastest) for this loss.
+    pub fn voxel_weights(self, target: &[u8], size: [usize; 3]) -> Vec<f32> {
+        match self {
+            Self::IwBce | Self::IwDice => crate::losses::inverse_weights(target, size),
+            Self::SwBce => crate::losses::size_weights(target, size),
+            Self::Bce | Self::Dice => vec![1.0; target.len()],
+        }
     }
 }
 
@@ -49,7 +64,9 @@ pub fn loss<B: burn::tensor::backend::Backend>(
 ) -> Tensor<B, 1> {
     match kind {
         LossKind::Bce => bce(logits, b.target.clone()),
-        LossKind::IwBce => weighted_bce(logits, b.target.clone(), b.weights.clone()),
+        LossKind::IwBce | LossKind::SwBce => {
+            weighted_bce(logits, b.target.clone(), b.weights.clone())
+        }
         LossKind::Dice => dice(logits, b.target.clone()),
         LossKind::IwDice => weighted_dice(logits, b.target.clone(), b.weights.clone()),
     }

@@ -29,7 +29,6 @@ use crate::backend::Cpu;
 use crate::contract::{Contract, Preprocessing};
 use crate::data::{patch, Augment, Case};
 use crate::engine::{Engine, EngineKind, HostBatch, OptimizerChoice};
-use crate::losses::inverse_weights;
 use crate::modelfile::{self, ModelInfo};
 use crate::network::{Network, NetworkConfig};
 use crate::sampling::{Negatives, PatchSampler, Sampling};
@@ -70,6 +69,10 @@ pub struct TrainOptions {
     /// Hard-negative sampling.
     #[serde(default)]
     pub negatives: Negatives,
+    /// What the network learns to segment (runs from before this field
+    /// learned lesions).
+    #[serde(default)]
+    pub target: crate::intracranial::Target,
 }
 
 fn one() -> usize {
@@ -180,11 +183,7 @@ fn loader(
                     return;
                 };
                 let (img, tgt) = patch(&cases[d.case], d.corner, o.patch, &o.augment, &mut rng);
-                let w = if o.loss.weighted() {
-                    inverse_weights(&tgt, o.patch)
-                } else {
-                    vec![1.0; n]
-                };
+                let w = o.loss.voxel_weights(&tgt, o.patch);
                 b.image.extend(img);
                 b.target.extend(tgt.iter().map(|&v| v as f32));
                 b.weights.extend(w);
@@ -328,9 +327,11 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             || h.options.patch != opts.patch
             || h.options.seed != opts.seed
             || h.options.loss != opts.loss
+            || h.options.target != opts.target
+            || h.options.preprocessing != opts.preprocessing
         {
             return Err(Error::Input(format!(
-                "{}: the checkpoint was made with other options (architecture, patch, loss or seed)",
+                "{}: the checkpoint was made with other options (architecture, patch, loss, seed, target or spacing)",
                 checkpoint_path(run).display()
             )));
         }
@@ -373,10 +374,12 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             "loss": opts.loss, "sampling": opts.sampling, "negatives": opts.negatives,
             "iterations": iterations,
             "batch": opts.batch, "optimizer": opts.optimizer, "lr": opts.lr, "seed": opts.seed,
-            "engine": opts.engine,
+            "engine": opts.engine, "target": opts.target,
             "cases": cases.len(), "final_loss": loss,
             "validation": v.map(|v| serde_json::json!({"score": v.score, "threshold": v.threshold, "summary": v.summary})),
         }),
+        weights_bytes: None,
+        stages: Vec::new(),
     };
     // Hard negatives mined from the model's own false positives (when the
     // mode is on): the latest list from before the start of this session.

@@ -24,7 +24,7 @@ use crate::contract::Contract;
 use crate::infer::CpuPredictor;
 use crate::modelfile::{ModelInfo, FORMAT_VERSION};
 use crate::network::Network;
-use crate::segment::{segment, SegmentOptions};
+use crate::segment::{segment_staged, SegmentOptions, Stage, Stages};
 use crate::trainer::Validation;
 use crate::Error;
 
@@ -46,6 +46,21 @@ pub struct ValidationOptions {
     /// Where the latest probability maps, lesion masks and truths go
     /// (`DIR/CASE/`), ready for `delineate evaluate`.
     pub save: Option<PathBuf>,
+    /// The intracranial stage the model will carry: validation runs it as
+    /// `segment` will (`delineate train --intracranial`).
+    pub intracranial: Option<std::sync::Arc<StageNet>>,
+}
+
+/// A stage's network with its model file's description.
+pub struct StageNet {
+    pub net: Network<Cpu>,
+    pub info: ModelInfo,
+}
+
+impl std::fmt::Debug for StageNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StageNet({})", self.info.network.name())
+    }
 }
 
 impl Default for ValidationOptions {
@@ -53,6 +68,7 @@ impl Default for ValidationOptions {
         Self {
             target_fp_per_case: TARGET_FP_PER_CASE,
             save: None,
+            intracranial: None,
         }
     }
 }
@@ -102,16 +118,38 @@ pub fn validate(
         network: info_network.clone(),
         contract: contract.clone(),
         training: serde_json::Value::Null,
+        weights_bytes: None,
+        stages: Vec::new(),
     };
     let predictor = CpuPredictor::new(net)?;
+    let stage_predictor = match &opts.intracranial {
+        Some(st) => Some(CpuPredictor::new(&st.net)?),
+        None => None,
+    };
+    let stages = Stages {
+        intracranial: match (&stage_predictor, &opts.intracranial) {
+            (Some(p), Some(st)) => Some(Stage {
+                predictor: p,
+                info: &st.info,
+            }),
+            _ => None,
+        },
+    };
     let seg_opts = SegmentOptions {
         operating_threshold: Some(0.0),
-        mirror: false,
+        ..Default::default()
     };
     let mut results = Vec::with_capacity(cases.len());
     for c in cases {
-        let s = segment(&predictor, &info, &c.image, &seg_opts, &mut |_, _| {})
-            .map_err(|e| Error::Input(format!("validation case {}: {e}", c.name)))?;
+        let s = segment_staged(
+            &predictor,
+            &info,
+            stages,
+            &c.image,
+            &seg_opts,
+            &mut |_, _| {},
+        )
+        .map_err(|e| Error::Input(format!("validation case {}: {e}", c.name)))?;
         let confidence: Vec<f64> = s
             .candidates
             .list

@@ -110,6 +110,8 @@ fn info() -> ModelInfo {
         network: NetworkConfig::new("unet3d", Some(vec![4, 8])).unwrap(),
         contract: Contract::new(Preprocessing::default(), [48, 48, 48]),
         training: serde_json::Value::Null,
+        weights_bytes: None,
+        stages: Vec::new(),
     }
 }
 

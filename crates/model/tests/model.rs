@@ -595,6 +595,8 @@ fn damaged_model_files_are_refused() {
         network: net.clone(),
         contract: delineate_model::contract::Contract::new(Default::default(), [16, 16, 16]),
         training: serde_json::json!({}),
+        weights_bytes: None,
+        stages: Vec::new(),
     };
     let bytes = modelfile::to_bytes(&net.init::<B>(&Default::default()), &info).unwrap();
     std::fs::write(&path, &bytes).unwrap();

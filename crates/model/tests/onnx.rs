@@ -121,6 +121,8 @@ fn onnx_runtime_gives_our_probabilities() {
         network: cfg,
         contract: Contract::new(Preprocessing::default(), [64, 64, 64]),
         training: serde_json::Value::Null,
+        weights_bytes: None,
+        stages: Vec::new(),
     };
     let dims = [16, 24, 32];
     let input: Vec<f32> = (0..16 * 24 * 32)
@@ -154,6 +156,8 @@ fn other_architectures_are_refused_by_name() {
         network: cfg,
         contract: Contract::new(Preprocessing::default(), [16, 16, 16]),
         training: serde_json::Value::Null,
+        weights_bytes: None,
+        stages: Vec::new(),
     };
     let e = delineate_model::onnx::export(&net, &info, "v")
         .err()

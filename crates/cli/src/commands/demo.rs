@@ -84,6 +84,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         engine: None,
         threshold: None,
         tta: false,
+        no_intracranial_mask: false,
         seg: false,
         dicom_out: false,
         uid_root: None,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod candidates;
 pub mod convert;
 pub mod curves;
 pub mod demo;
@@ -7,6 +8,7 @@ pub mod dicom;
 pub mod evaluate;
 pub mod export;
 pub mod info;
+pub mod model;
 pub mod review;
 pub mod rtstruct;
 pub mod segment;

@@ -9,10 +9,11 @@ use delineate_dicom::ModelId;
 use delineate_model::backend::Backend;
 use delineate_model::fast::FastUNet;
 use delineate_model::infer::{BurnPredictor, TilePredictor};
-use delineate_model::modelfile::{self, ModelInfo};
+use delineate_model::intracranial::IntracranialReport;
+use delineate_model::modelfile::{self, ModelInfo, StageKind};
 use delineate_model::network::Network;
 use delineate_model::result::{model_id, write_result, ResultInfo, ResultOptions};
-use delineate_model::segment::{segment, Lesion, SegmentOptions};
+use delineate_model::segment::{segment_staged, Lesion, SegmentOptions, Stage, Stages};
 
 use crate::input::{self, SeriesArgs, Source};
 
@@ -78,6 +79,11 @@ pub struct SegmentArgs {
     /// Mirror test-time augmentation: average over the 8 flips (8× slower).
     #[arg(long)]
     pub tta: bool,
+    /// Do not run the model's intracranial-mask stage (by default, when the
+    /// model file has one, candidates lying mostly outside the cranial
+    /// cavity are removed and the mask is written as intracranial.nii.gz).
+    #[arg(long)]
+    pub no_intracranial_mask: bool,
     /// Also write seg.dcm (DICOM Segmentation) for DICOM output.
     #[arg(long)]
     pub seg: bool,
@@ -103,6 +109,8 @@ pub struct CaseOutput {
     pub name: String,
     pub out: PathBuf,
     pub lesions: Vec<Lesion>,
+    /// What the intracranial stage did, when it ran.
+    pub intracranial: Option<IntracranialReport>,
     pub timings: Vec<(String, f64)>,
     pub seconds: f64,
     pub rtstruct: Option<PathBuf>,
@@ -118,18 +126,39 @@ pub struct Loaded<B: Backend> {
     pub id: ModelId,
     pub fast: Option<FastUNet>,
     pub device: B::Device,
+    /// The intracranial-mask stage, when the model file has one.
+    pub intracranial: Option<StageNet<B>>,
+}
+
+/// A stage's network, loaded like the lesion network.
+pub struct StageNet<B: Backend> {
+    pub net: Network<B>,
+    pub info: ModelInfo,
+    pub fast: Option<FastUNet>,
+}
+
+fn predictor_for<'a, B: Backend>(
+    net: &'a Network<B>,
+    fast: Option<&'a FastUNet>,
+    device: &'a B::Device,
+) -> Box<dyn TilePredictor + 'a> {
+    match fast {
+        Some(f) => Box::new(f),
+        None => Box::new(BurnPredictor { net, device }),
+    }
 }
 
 impl<B: Backend> Loaded<B> {
     /// The engine that runs the windows.
     pub fn predictor(&self) -> Box<dyn TilePredictor + '_> {
-        match &self.fast {
-            Some(f) => Box::new(f),
-            None => Box::new(BurnPredictor {
-                net: &self.net,
-                device: &self.device,
-            }),
-        }
+        predictor_for(&self.net, self.fast.as_ref(), &self.device)
+    }
+
+    /// The engine that runs the intracranial stage's windows.
+    pub fn intracranial_predictor(&self) -> Option<Box<dyn TilePredictor + '_>> {
+        self.intracranial
+            .as_ref()
+            .map(|s| predictor_for(&s.net, s.fast.as_ref(), &self.device))
     }
 
     pub fn engine(&self) -> &'static str {
@@ -147,33 +176,41 @@ pub fn load_model<B: Backend>(
     device: &B::Device,
     fast: bool,
 ) -> Result<Loaded<B>> {
-    let (net, info, name, id) = match path {
+    let read;
+    let (bytes, file, name, id): (&[u8], &Path, String, ModelId) = match path {
         Some(p) => {
-            let bytes =
-                std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            let (n, i) = modelfile::from_bytes::<B>(&bytes, p, device)?;
-            let name = p.file_name().map_or_else(
+            read = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+            let short = p.file_name().map_or_else(
                 || p.display().to_string(),
                 |f| f.to_string_lossy().to_string(),
             );
-            (
-                n,
-                i,
-                p.display().to_string(),
-                model_id(&name, &bytes, false),
-            )
+            let id = model_id(&short, &read, false);
+            (&read, p, p.display().to_string(), id)
         }
-        None => {
-            let (n, i) =
-                modelfile::from_bytes::<B>(SHIPPED_MODEL, Path::new(SHIPPED_MODEL_NAME), device)?;
-            let id = model_id("unet-synth.dlm (built in)", SHIPPED_MODEL, true);
-            (n, i, SHIPPED_MODEL_NAME.to_string(), id)
+        None => (
+            SHIPPED_MODEL,
+            Path::new(SHIPPED_MODEL_NAME),
+            SHIPPED_MODEL_NAME.to_string(),
+            model_id("unet-synth.dlm (built in)", SHIPPED_MODEL, true),
+        ),
+    };
+    let (net, info) = modelfile::from_bytes::<B>(bytes, file, device)?;
+    let pack = |net: &Network<B>| -> Result<Option<FastUNet>> {
+        Ok(match (net, fast) {
+            (Network::UNet(u), true) => Some(FastUNet::from_unet(u)?),
+            _ => None,
+        })
+    };
+    let intracranial = match modelfile::stage(bytes, file, StageKind::Intracranial)? {
+        Some(b) => {
+            let where_ = PathBuf::from(format!("{} (intracranial stage)", file.display()));
+            let (net, info) = modelfile::from_bytes::<B>(b, &where_, device)?;
+            let fast = pack(&net)?;
+            Some(StageNet { net, info, fast })
         }
+        None => None,
     };
-    let fast = match (&net, fast) {
-        (Network::UNet(u), true) => Some(FastUNet::from_unet(u)?),
-        _ => None,
-    };
+    let fast = pack(&net)?;
     Ok(Loaded {
         net,
         info,
@@ -181,6 +218,7 @@ pub fn load_model<B: Backend>(
         id,
         fast,
         device: device.clone(),
+        intracranial,
     })
 }
 
@@ -313,6 +351,19 @@ fn print_case(o: &CaseOutput, model: &str) {
             l.centroid_lps_mm[2]
         );
     }
+    if let Some(r) = &o.intracranial {
+        if r.applied {
+            println!(
+                "  intracranial mask: {:.0} ml; {} candidate(s) outside it removed ({} above the threshold)",
+                r.volume_ml, r.removed_candidates, r.removed_delivered
+            );
+        } else {
+            println!(
+                "  intracranial mask NOT applied: {}",
+                r.warning.as_deref().unwrap_or("")
+            );
+        }
+    }
     let stages: Vec<String> = o
         .timings
         .iter()
@@ -338,6 +389,7 @@ pub fn options(a: &SegmentArgs) -> Result<SegmentOptions> {
     Ok(SegmentOptions {
         operating_threshold: a.threshold,
         mirror: a.tta,
+        no_intracranial_mask: a.no_intracranial_mask,
     })
 }
 
@@ -365,9 +417,20 @@ pub fn segment_case<B: Backend>(
     let dicom_output = meta.is_some() || a.dicom_out;
     let bar = crate::progress::bar("segmenting", "windows");
     let predictor = model.predictor();
-    let seg = segment(
+    let mask_predictor = model.intracranial_predictor();
+    let stages = Stages {
+        intracranial: match (&mask_predictor, &model.intracranial) {
+            (Some(p), Some(s)) => Some(Stage {
+                predictor: p.as_ref(),
+                info: &s.info,
+            }),
+            _ => None,
+        },
+    };
+    let seg = segment_staged(
         predictor.as_ref(),
         &model.info,
+        stages,
         &image,
         &opts,
         &mut |done, total| {
@@ -419,6 +482,7 @@ pub fn segment_case<B: Backend>(
         name: name.to_string(),
         out: out.to_path_buf(),
         lesions: seg.delivered.list,
+        intracranial: seg.intracranial.map(|i| i.report),
         timings,
         seconds: t0.elapsed().as_secs_f64(),
         rtstruct: written.rtstruct,

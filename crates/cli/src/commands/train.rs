@@ -11,6 +11,7 @@ use delineate_model::data::{
     dataset, load_case_ref, load_case_ref_cached, on_test_background, read_case, Augment,
 };
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
+use delineate_model::intracranial::Target;
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
 use delineate_model::train::LossKind;
@@ -68,6 +69,17 @@ pub struct TrainArgs {
     pub channel: usize,
     #[command(flatten)]
     pub rois: crate::input::RoiArgs,
+    /// What the network learns: lesions (the truth of each case), or the
+    /// intracranial cavity (CASE/intracranial.nii.gz of `delineate synth`):
+    /// the mask stage that `delineate model attach --intracranial` puts
+    /// into a lesion model (docs/model-card.md).
+    #[arg(long, default_value = "lesions", value_parser = ["lesions", "intracranial"])]
+    pub target: String,
+    /// An intracranial-mask model (`--target intracranial`): validation runs
+    /// it as `segment` will, and best.dlm and model.dlm carry it as their
+    /// intracranial stage.
+    #[arg(long, value_name = "MASK.dlm")]
+    pub intracranial: Option<PathBuf>,
     /// Run folder (created; --resume to continue a run there).
     #[arg(long)]
     pub out: PathBuf,
@@ -78,7 +90,9 @@ pub struct TrainArgs {
     /// pathway (DeepMedic: 16,16,32,32,32,32).
     #[arg(long, value_delimiter = ',')]
     pub widths: Option<Vec<usize>>,
-    #[arg(long, default_value = "iwbce", value_parser = ["bce", "iwbce", "dice", "iwdice"])]
+    /// bce, iwbce (the paper's), dice, iwdice, or swbce (lesion voxels
+    /// weighted by size against a 10 mm lesion, up to 50×).
+    #[arg(long, default_value = "iwbce", value_parser = ["bce", "iwbce", "dice", "iwdice", "swbce"])]
     pub loss: String,
     #[arg(long, default_value = "tumor", value_parser = ["tumor", "uniform", "fg"])]
     pub sampling: String,
@@ -162,6 +176,37 @@ pub struct TrainArgs {
     pub engine: Option<String>,
 }
 
+/// The cases with their intracranial cavity as the truth.
+fn intracranial_cases(
+    folders: Vec<delineate_model::data::CaseRef>,
+) -> Result<Vec<delineate_model::data::CaseRef>> {
+    use delineate_model::data::CaseSource;
+    folders
+        .into_iter()
+        .map(|c| match &c.source {
+            CaseSource::Folder(d) if d.join("intracranial.nii.gz").is_file() => {
+                Ok(delineate_model::data::CaseRef {
+                    source: CaseSource::Files {
+                        image: d.join("image.nii.gz"),
+                        truth: d.join("intracranial.nii.gz"),
+                        lesions: delineate_eval::layout::LesionLabels(None),
+                    },
+                    ..c
+                })
+            }
+            CaseSource::Folder(d) => bail!(
+                "{}: no intracranial.nii.gz: --target intracranial needs cases from \
+                 `delineate synth` (which writes the target)",
+                d.display()
+            ),
+            CaseSource::Files { image, .. } => bail!(
+                "{}: --target intracranial needs delineate case folders from `delineate synth`",
+                image.display()
+            ),
+        })
+        .collect()
+}
+
 /// `--layout` as a type (`None`: detect).
 pub fn parse_layout(s: &str) -> Option<Layout> {
     match s {
@@ -220,6 +265,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &a.rois.selection()?,
     )?;
     let leaked = on_test_background(&folders)?;
+    let target = match a.target.as_str() {
+        "intracranial" => Target::Intracranial,
+        _ => Target::Lesions,
+    };
+    let folders = match target {
+        Target::Lesions => folders,
+        Target::Intracranial => intracranial_cases(folders)?,
+    };
     if !leaked.is_empty() && !a.allow_test_background {
         bail!(
             "{}: {} case(s) were synthesised on the {} background, the held-out test \
@@ -344,6 +397,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             Augment::default()
         },
         preprocessing: pre,
+        target,
     };
     println!(
         "{} training cases ({} lesions), {} validation cases ({cached} read from the cache)",
@@ -385,9 +439,23 @@ fn fit(
 ) -> Result<TrainSummary> {
     let bar = crate::progress::bar("training", "iterations");
     bar.set_length((a.epochs * a.iterations) as u64);
+    let stage = match &a.intracranial {
+        Some(p) => {
+            let (net, info) = delineate_model::modelfile::load::<Cpu>(p, &Default::default())?;
+            if info.training.get("target").and_then(|t| t.as_str()) != Some("intracranial") {
+                bail!(
+                    "--intracranial {}: not an intracranial-mask model (delineate train --target intracranial)",
+                    p.display()
+                );
+            }
+            Some(Arc::new(delineate_model::validate::StageNet { net, info }))
+        }
+        None => None,
+    };
     let vopts = ValidationOptions {
         target_fp_per_case: a.target_fp,
         save: Some(a.out.join("validation")),
+        intracranial: stage,
     };
     let val = |net: &Network<Cpu>, contract: &Contract| {
         validate(net, &opts.network, contract, val_cases, &vopts)
@@ -416,5 +484,26 @@ fn fit(
         },
     )?;
     bar.finish_and_clear();
+    if let Some(p) = &a.intracranial {
+        let mask = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        for f in ["best.dlm", "model.dlm"] {
+            let path = a.out.join(f);
+            if !path.is_file() {
+                continue;
+            }
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let both = delineate_model::modelfile::attach(
+                &bytes,
+                &path,
+                delineate_model::modelfile::StageKind::Intracranial,
+                &mask,
+                p,
+            )?;
+            delineate_imaging::atomic::write_atomically(&path, ".dlm", |t, _| {
+                std::fs::write(t, &both).map_err(|e| e.to_string())
+            })?;
+        }
+    }
     Ok(summary)
 }

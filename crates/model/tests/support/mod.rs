@@ -69,5 +69,6 @@ pub fn tiny_options(epochs: usize) -> delineate_model::trainer::TrainOptions {
         preprocessing: Preprocessing::default(),
         val_every: 1,
         negatives: Default::default(),
+        target: Default::default(),
     }
 }

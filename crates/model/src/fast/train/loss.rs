@@ -31,9 +31,9 @@ pub fn loss_and_grad(
     debug_assert!(target.len() == n && weights.len() == n && grad.len() == n);
     const CH: usize = 1 << 14;
     match kind {
-        LossKind::Bce | LossKind::IwBce => {
+        LossKind::Bce | LossKind::IwBce | LossKind::SwBce => {
             // BCE per voxel = softplus(x) − t·x; weights 1 for plain BCE.
-            let weighted = kind == LossKind::IwBce;
+            let weighted = kind != LossKind::Bce;
             let total: f64 = if weighted {
                 weights.par_iter().map(|&w| w as f64).sum()
             } else {
