@@ -41,36 +41,43 @@ fn the_mask_keeps_every_lesion_of_every_kind_on_an_unseen_brain() {
     }
     for kind in ["met", "men", "schw"] {
         let case = data.join(kind).join("case_000");
-        let out = tmp.path().join(format!("seg-{kind}"));
-        let stdout = ok(&["segment", &s(&case.join("image.nii.gz")), "--out", &s(&out)]);
+        let on = tmp.path().join(format!("seg-{kind}"));
+        let off = tmp.path().join(format!("seg-{kind}-off"));
+        let stdout = ok(&["segment", &s(&case.join("image.nii.gz")), "--out", &s(&on)]);
         assert!(stdout.contains("intracranial mask:"), "{stdout}");
+        ok(&[
+            "segment",
+            &s(&case.join("image.nii.gz")),
+            "--out",
+            &s(&off),
+            "--no-intracranial-mask",
+        ]);
         let r = py(&format!(
             r#"
-case, out = {case:?}, {out:?}
-truth = np.asarray(nib.load(os.path.join(case, "truth.nii.gz")).dataobj)
-target = np.asarray(nib.load(os.path.join(case, "intracranial.nii.gz")).dataobj) > 0
-pred = np.asarray(nib.load(os.path.join(out, "intracranial.nii.gz")).dataobj) > 0
-res = json.load(open(os.path.join(out, "lesions.json")))
-inside = [float((pred & (truth == l)).sum() / (truth == l).sum()) for l in np.unique(truth[truth > 0])]
+case, on, off = {case:?}, {on:?}, {off:?}
+load = lambda p: np.asarray(nib.load(p).dataobj)
+truth = load(os.path.join(case, "truth.nii.gz"))
+target = load(os.path.join(case, "intracranial.nii.gz")) > 0
+pred = load(os.path.join(on, "intracranial.nii.gz")) > 0
+with_, without = load(os.path.join(on, "mask.nii.gz")), load(os.path.join(off, "mask.nii.gz"))
+lesions = [int(l) for l in np.unique(truth[truth > 0])]
+found = lambda m: [l for l in lesions if (m[truth == l] > 0).any()]
+res = json.load(open(os.path.join(on, "lesions.json")))
 dice = 2 * (pred & target).sum() / (pred.sum() + target.sum())
-print(json.dumps({{"inside": inside, "dice": float(dice), "report": res["intracranial"]}}))
+print(json.dumps({{"without": found(without), "with": found(with_), "lesions": lesions,
+                  "dice": float(dice), "report": res["intracranial"]}}))
 "#,
             case = s(&case),
-            out = s(&out)
+            on = s(&on),
+            off = s(&off)
         ));
-        let inside: Vec<f64> = r["inside"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        assert!(!inside.is_empty());
-        for f in &inside {
-            assert!(
-                *f >= 0.5,
-                "{kind}: a lesion lies {f:.2} inside the mask: {r}"
-            );
-        }
+        // Every lesion the network delivers without the stage it delivers
+        // with it: none is lost to the mask.
+        assert!(!r["without"].as_array().unwrap().is_empty(), "{kind}: {r}");
+        assert_eq!(
+            r["with"], r["without"],
+            "{kind}: a lesion lost to the mask: {r}"
+        );
         assert!(r["dice"].as_f64().unwrap() >= 0.9, "{kind}: {r}");
         assert_eq!(r["report"]["applied"], true, "{kind}: {r}");
     }

@@ -14,8 +14,11 @@
 //! Safety, as the clinic needs it:
 //! - a mask outside a plausible volume ([`MIN_VOLUME_ML`]–[`MAX_VOLUME_ML`])
 //!   or empty is not applied, and the case carries a warning;
-//! - a lesion is judged as a whole (dropped when less than [`MIN_INSIDE`]
-//!   of it lies inside) and never clipped at the mask's edge.
+//! - a lesion is judged as a whole and never clipped at the mask's edge:
+//!   it is dropped only when less than [`MIN_INSIDE`] of it lies inside
+//!   and it is not in contact with the mask over [`MIN_CONTACT_VOXELS`]
+//!   voxels (a meningioma on the dura is in contact; fat beyond the bone
+//!   is not).
 
 use delineate_imaging::{label_components, resample_nearest, Connectivity, Geometry, Volume};
 use serde::{Deserialize, Serialize};
@@ -128,18 +131,50 @@ impl CaseMask {
     }
 }
 
-/// Whether each component of `labels` (1..=n, on the grid of `mask`) lies
-/// mostly inside the mask (index 0 unused).
+/// Voxels of a candidate that lie inside the mask or touch it (a face
+/// neighbour inside) from which it is kept whatever lies outside: a tumour
+/// on the dura (a meningioma bulging where the mask network hesitated)
+/// sits on the cavity, while scalp, orbital and facial fat lie beyond the
+/// bone, out of contact.
+pub const MIN_CONTACT_VOXELS: usize = 10;
+
+/// Whether each component of `labels` (1..=n, on the grid of `mask`) is
+/// kept: at least [`MIN_INSIDE`] of it inside the mask, or at least
+/// [`MIN_CONTACT_VOXELS`] of its voxels inside or touching it (index 0
+/// unused).
 pub fn inside(labels: &Volume<u32>, n: usize, mask: &Volume<u8>) -> Vec<bool> {
-    let (mut all, mut ins) = (vec![0usize; n + 1], vec![0usize; n + 1]);
-    for (&l, &m) in labels.as_slice().iter().zip(mask.as_slice()) {
-        if l > 0 {
-            all[l as usize] += 1;
-            ins[l as usize] += usize::from(m > 0);
+    let s = labels.geometry().size;
+    let (l, m) = (labels.as_slice(), mask.as_slice());
+    let (mut all, mut ins, mut contact) = (
+        vec![0usize; n + 1],
+        vec![0usize; n + 1],
+        vec![0usize; n + 1],
+    );
+    for (i, &c) in l.iter().enumerate() {
+        if c == 0 {
+            continue;
         }
+        let c = c as usize;
+        all[c] += 1;
+        if m[i] > 0 {
+            ins[c] += 1;
+            contact[c] += 1;
+            continue;
+        }
+        let (x, y, z) = (i % s[0], (i / s[0]) % s[1], i / (s[0] * s[1]));
+        let touches = (x > 0 && m[i - 1] > 0)
+            || (x + 1 < s[0] && m[i + 1] > 0)
+            || (y > 0 && m[i - s[0]] > 0)
+            || (y + 1 < s[1] && m[i + s[0]] > 0)
+            || (z > 0 && m[i - s[0] * s[1]] > 0)
+            || (z + 1 < s[2] && m[i + s[0] * s[1]] > 0);
+        contact[c] += usize::from(touches);
     }
     (0..=n)
-        .map(|c| c > 0 && ins[c] as f64 >= MIN_INSIDE * all[c] as f64)
+        .map(|c| {
+            c > 0
+                && (ins[c] as f64 >= MIN_INSIDE * all[c] as f64 || contact[c] >= MIN_CONTACT_VOXELS)
+        })
         .collect()
 }
 
@@ -208,5 +243,30 @@ mod tests {
         labels.as_mut_slice()[8] = 2;
         labels.as_mut_slice()[9] = 2;
         assert_eq!(inside(&labels, 2, &mask), vec![false, true, false]);
+        // A large lesion mostly outside but on the mask over 12 voxels (a
+        // meningioma the mask network cut off) is kept.
+        let g = grid(10, 1.0);
+        let mut mask = Volume::filled(g.clone(), 0u8);
+        let mut labels = Volume::filled(g, 0u32);
+        for y in 0..10 {
+            for x in 0..10 {
+                mask.as_mut_slice()[x + 10 * y] = 1; // the slab z = 0
+                for z in 1..4 {
+                    if (3..7).contains(&x) && (2..5).contains(&y) {
+                        labels.as_mut_slice()[x + 10 * (y + 10 * z)] = 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(inside(&labels, 1, &mask), vec![false, true]);
+        // The same lesion lifted off the mask by one voxel is dropped.
+        let lifted = labels.map(|_| 0u32);
+        let mut lifted = lifted;
+        for (i, &v) in labels.as_slice().iter().enumerate() {
+            if v > 0 && i + 100 < 1000 {
+                lifted.as_mut_slice()[i + 100] = v;
+            }
+        }
+        assert_eq!(inside(&lifted, 1, &mask), vec![false, false]);
     }
 }
