@@ -67,7 +67,7 @@ def main():
             if col == 0:
                 ax.set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=70)
 
 
 if __name__ == "__main__":
