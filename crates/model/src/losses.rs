@@ -58,8 +58,14 @@ pub fn dice<B: Backend>(logits: Tensor<B, 5>, target: Tensor<B, 5>) -> Tensor<B,
     weighted_dice(logits, target, w)
 }
 
-/// Inverse lesion-volume weights of one binary patch (x fastest).
-pub fn inverse_weights(target: &[u8], size: [usize; 3]) -> Vec<f32> {
+/// Per-voxel weights of one binary patch (x fastest) from its lesions:
+/// background voxels weigh 1, a voxel of lesion k (26-connected component)
+/// weighs `weight(|C_k|, N⁺, K)` with N⁺ lesion voxels in K lesions.
+fn component_weights(
+    target: &[u8],
+    size: [usize; 3],
+    weight: impl Fn(usize, usize, usize) -> f64,
+) -> Vec<f32> {
     let g = Geometry {
         size,
         spacing: [1.0; 3],
@@ -72,17 +78,23 @@ pub fn inverse_weights(target: &[u8], size: [usize; 3]) -> Vec<f32> {
     let cc = label_components(&vol, Connectivity::TwentySix, |&v| v > 0, false);
     let k = cc.stats.len();
     let n_pos: usize = cc.stats.iter().map(|s| s.voxels).sum();
+    let per: Vec<f32> = cc
+        .stats
+        .iter()
+        .map(|s| weight(s.voxels, n_pos, k) as f32)
+        .collect();
     cc.labels
         .as_slice()
         .iter()
-        .map(|&l| {
-            if l == 0 {
-                1.0
-            } else {
-                (n_pos as f64 / (k as f64 * cc.stats[l as usize - 1].voxels as f64)) as f32
-            }
-        })
+        .map(|&l| if l == 0 { 1.0 } else { per[l as usize - 1] })
         .collect()
+}
+
+/// Inverse lesion-volume weights of one binary patch (x fastest).
+pub fn inverse_weights(target: &[u8], size: [usize; 3]) -> Vec<f32> {
+    component_weights(target, size, |n, n_pos, k| {
+        n_pos as f64 / (k as f64 * n as f64)
+    })
 }
 
 /// Voxels of the reference lesion of [`size_weights`]: a sphere 10 mm
@@ -98,26 +110,7 @@ pub const SIZE_WEIGHT_MAX: f64 = 50.0;
 /// inverse weights, the reference is fixed, so a small lesion alone in its
 /// patch is weighted too.
 pub fn size_weights(target: &[u8], size: [usize; 3]) -> Vec<f32> {
-    let g = Geometry {
-        size,
-        spacing: [1.0; 3],
-        origin: [0.0; 3],
-        direction: Geometry::IDENTITY,
-    };
-    let Ok(vol) = Volume::from_vec(g, target.to_vec()) else {
-        return vec![1.0; target.len()];
-    };
-    let cc = label_components(&vol, Connectivity::TwentySix, |&v| v > 0, false);
-    cc.labels
-        .as_slice()
-        .iter()
-        .map(|&l| {
-            if l == 0 {
-                1.0
-            } else {
-                let n = cc.stats[l as usize - 1].voxels as f64;
-                (SIZE_WEIGHT_REFERENCE_VOXELS / n).clamp(1.0, SIZE_WEIGHT_MAX) as f32
-            }
-        })
-        .collect()
+    component_weights(target, size, |n, _, _| {
+        (SIZE_WEIGHT_REFERENCE_VOXELS / n as f64).clamp(1.0, SIZE_WEIGHT_MAX)
+    })
 }
