@@ -107,7 +107,7 @@ print(json.dumps({{
   "shapes": [list(img.shape), list(p.shape), list(m.shape)],
   "prob_dtype": str(p.get_data_dtype()), "max_label": int(md.max()),
   "counts_ok": counts == [l["voxels"] for l in les], "n": len(les),
-  "sorted": all(les[i]["max_probability"] >= les[i+1]["max_probability"] for i in range(len(les) - 1)),
+  "sorted": all(les[i]["confidence"] >= les[i+1]["confidence"] for i in range(len(les) - 1)),
   "centroid_diff_mm": cdiff, "max_prob_diff": pdiff,
 }}))
 "#,

@@ -220,6 +220,9 @@ fn load_segment_output(dir: &Path) -> Result<Prediction, Error> {
     #[derive(serde::Deserialize)]
     struct L {
         id: u32,
+        /// The ranking score (the classifier's when the model has one);
+        /// older results have only the network's maximum probability.
+        confidence: Option<f64>,
         max_probability: f64,
     }
     #[derive(serde::Deserialize)]
@@ -235,15 +238,15 @@ fn load_segment_output(dir: &Path) -> Result<Prediction, Error> {
     let n = f.lesions.iter().map(|l| l.id).max().unwrap_or(0) as usize;
     let mut confidence = vec![0.0; n];
     for l in &f.lesions {
-        if l.id == 0 || !(0.0..=1.0).contains(&l.max_probability) {
+        let c = l.confidence.unwrap_or(l.max_probability);
+        if l.id == 0 || !(0.0..=1.0).contains(&c) {
             return Err(Error::Input(format!(
-                "{}: lesion {} has confidence {}",
+                "{}: lesion {} has confidence {c}",
                 path.display(),
                 l.id,
-                l.max_probability
             )));
         }
-        confidence[l.id as usize - 1] = l.max_probability;
+        confidence[l.id as usize - 1] = c;
     }
     if let Some(&bad) = labels.as_slice().iter().find(|&&l| l as usize > n) {
         return Err(Error::Input(format!(

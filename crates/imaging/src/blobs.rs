@@ -64,6 +64,20 @@ pub fn normalised_log(image: &Volume<f32>, sigma_mm: f64) -> Array3<f32> {
     log
 }
 
+/// `image` smoothed with a Gaussian of σ = `sigma_mm` (per axis by the
+/// grid's spacing; reflecting borders), for derivatives by differences.
+pub fn smoothed(image: &Volume<f32>, sigma_mm: f64) -> Array3<f32> {
+    let g = image.geometry();
+    let mut out = image.data().clone();
+    for a in 0..3 {
+        let s = (sigma_mm / g.spacing[a]) as f32;
+        if out.len_of(Axis(a)) as f32 > TRUNCATE as f32 * s + 0.5 {
+            out = gaussian_filter1d(&out, s, Axis(a), 0, BorderMode::Reflect, TRUNCATE);
+        }
+    }
+    out
+}
+
 /// Local maxima (over the 26 neighbours and over `sigmas_mm`) of the
 /// scale-normalised LoG above `min_response`, inside `within` when given
 /// (non-zero voxels; same grid), strongest first.

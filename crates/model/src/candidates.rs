@@ -18,10 +18,13 @@
 use delineate_imaging::blobs::{bright_blobs, BLOB_SIGMAS_MM};
 use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
 use delineate_imaging::{label_components, Connectivity, Volume};
-use serde::Serialize;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::lesion_features::{max_near, FeatureMaps};
 
 /// How candidates are found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CandidateOptions {
     /// LoG scales (mm).
     pub sigmas_mm: Vec<f64>,
@@ -33,10 +36,12 @@ pub struct CandidateOptions {
     pub merge_mm: f64,
 }
 
-/// Response of a sphere 2 mm across, about 1.5 SD brighter than white
-/// matter in the z-score over the head, at σ = 0.7 mm (measured on the
-/// synthetic cases: docs/model-card.md, the small-lesion study).
-pub const MIN_BLOB_RESPONSE: f32 = 0.25;
+/// The smallest blob response of a candidate (z-score units). On the 80
+/// training cases of the small-lesion study it keeps 1.00 / 0.99 / 1.00 /
+/// 0.99 of lesions < 3 / 3–5 / 5–10 / ≥ 10 mm (those it misses the
+/// network's components reach) with about 1 750 blobs per case; 0.25 kept
+/// every one with about 6 800 (docs/model-card.md, the second stage).
+pub const MIN_BLOB_RESPONSE: f32 = 0.6;
 /// Low enough that a network that gives a small lesion 0.01–0.05 (what
 /// BCE networks give lesions under 5 mm) still proposes it.
 pub const NETWORK_THRESHOLD: f32 = 0.01;
@@ -53,7 +58,7 @@ impl Default for CandidateOptions {
 }
 
 /// One candidate on the model grid.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Candidate {
     pub ijk: [usize; 3],
     /// LoG response and scale, when a blob.
@@ -63,31 +68,36 @@ pub struct Candidate {
     pub network_max: f32,
     /// Whether the network's low-threshold components proposed it.
     pub from_network: bool,
+    /// What the classifier sees ([`crate::lesion_features::FEATURE_NAMES`]).
+    pub features: Vec<f32>,
+    /// The truth lesion it reaches (in it or touching it), when known.
+    pub lesion: Option<u32>,
+    /// Reaches no lesion but lies within [`NEAR_VOXELS`] of one (the rim
+    /// of a lesion, its oedema): neither a lesion nor a look-alike, left
+    /// out of the classifier's fit and of the false positives.
+    #[serde(default)]
+    pub near_lesion: bool,
 }
+
+/// How close (voxels, a cube) a candidate that reaches no lesion may lie
+/// to one and still count as near it.
+pub const NEAR_VOXELS: usize = 3;
 
 /// Candidates of one case: `normalised` is the network's input on the
 /// model grid, `probability` its output there (if run), `within` where
-/// blobs may be (intracranial mask or head).
+/// blobs may be (intracranial mask or head), `seeds` places that are
+/// candidates whatever (the peaks of the network's lesions:
+/// [`component_peaks`]).
 pub fn find_candidates(
     normalised: &Volume<f32>,
     probability: Option<&Volume<f32>>,
     within: Option<&Volume<u8>>,
     opts: &CandidateOptions,
+    seeds: &[[usize; 3]],
 ) -> Vec<Candidate> {
     let g = normalised.geometry();
     let s = g.size;
-    let near_max = |ijk: [usize; 3]| -> f32 {
-        let Some(p) = probability else { return 0.0 };
-        let mut m = 0f32;
-        for k in ijk[2].saturating_sub(2)..(ijk[2] + 3).min(s[2]) {
-            for j in ijk[1].saturating_sub(2)..(ijk[1] + 3).min(s[1]) {
-                for i in ijk[0].saturating_sub(2)..(ijk[0] + 3).min(s[0]) {
-                    m = m.max(p.as_slice()[i + s[0] * (j + s[1] * k)]);
-                }
-            }
-        }
-        m
-    };
+    let near_max = |ijk: [usize; 3]| probability.map_or(0.0, |p| max_near(p, ijk, 2));
     let mut out: Vec<Candidate> = Vec::new();
     if let Some(p) = probability {
         let cc = label_components(
@@ -110,6 +120,23 @@ pub fn find_candidates(
                 sigma_mm: None,
                 network_max: near_max(ijk),
                 from_network: true,
+                features: Vec::new(),
+                lesion: None,
+                near_lesion: false,
+            });
+        }
+    }
+    for &ijk in seeds {
+        if !out.iter().any(|c| c.ijk == ijk) {
+            out.push(Candidate {
+                ijk,
+                blob_response: None,
+                sigma_mm: None,
+                network_max: near_max(ijk),
+                from_network: true,
+                features: Vec::new(),
+                lesion: None,
+                near_lesion: false,
             });
         }
     }
@@ -143,15 +170,44 @@ pub fn find_candidates(
             sigma_mm: Some(b.sigma_mm),
             network_max: near_max(b.ijk),
             from_network: false,
+            features: Vec::new(),
+            lesion: None,
+            near_lesion: false,
         });
     }
+    let maps = FeatureMaps::new(normalised, probability, within);
+    out.par_iter_mut()
+        .for_each(|c| c.features = maps.features(c.ijk, c.from_network).to_vec());
     out
+}
+
+/// The most probable voxel of each component of `probability` above
+/// `extent` (the network's lesions of the segmentation pipeline).
+pub fn component_peaks(probability: &Volume<f32>, extent: f32) -> Vec<[usize; 3]> {
+    let s = probability.geometry().size;
+    let cc = label_components(probability, Connectivity::TwentySix, |&p| p > extent, false);
+    let mut peaks = vec![(f32::MIN, 0usize); cc.stats.len() + 1];
+    for (i, (&l, &p)) in cc
+        .labels
+        .as_slice()
+        .iter()
+        .zip(probability.as_slice())
+        .enumerate()
+    {
+        if l > 0 && p > peaks[l as usize].0 {
+            peaks[l as usize] = (p, i);
+        }
+    }
+    peaks[1..]
+        .iter()
+        .map(|&(_, i)| [i % s[0], (i / s[0]) % s[1], i / (s[0] * s[1])])
+        .collect()
 }
 
 /// Whether the candidates reach each truth lesion (instance labels on the
 /// model grid): a candidate inside the lesion or touching it (26
 /// neighbours).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LesionReach {
     pub label: u32,
     pub diameter_mm: f64,
@@ -163,7 +219,7 @@ pub struct LesionReach {
     pub network_max: f32,
 }
 
-pub fn reach(candidates: &[Candidate], truth: &Volume<u32>) -> Vec<LesionReach> {
+pub fn reach(candidates: &mut [Candidate], truth: &Volume<u32>) -> Vec<LesionReach> {
     let g = truth.geometry();
     let s = g.size;
     let voxel = voxel_volume_mm3(g);
@@ -174,12 +230,13 @@ pub fn reach(candidates: &[Candidate], truth: &Volume<u32>) -> Vec<LesionReach> 
     }
     let (mut blob, mut net) = (vec![false; n + 1], vec![false; n + 1]);
     let (mut best_blob, mut best_net) = (vec![None::<f32>; n + 1], vec![0f32; n + 1]);
-    for c in candidates {
+    for c in candidates.iter_mut() {
         for k in c.ijk[2].saturating_sub(1)..(c.ijk[2] + 2).min(s[2]) {
             for j in c.ijk[1].saturating_sub(1)..(c.ijk[1] + 2).min(s[1]) {
                 for i in c.ijk[0].saturating_sub(1)..(c.ijk[0] + 2).min(s[0]) {
                     let l = truth.as_slice()[i + s[0] * (j + s[1] * k)] as usize;
                     if l > 0 {
+                        c.lesion.get_or_insert(l as u32);
                         blob[l] |= c.blob_response.is_some();
                         net[l] |= c.from_network;
                         if let Some(r) = c.blob_response {
@@ -190,6 +247,15 @@ pub fn reach(candidates: &[Candidate], truth: &Volume<u32>) -> Vec<LesionReach> 
                 }
             }
         }
+    }
+    for c in candidates.iter_mut().filter(|c| c.lesion.is_none()) {
+        let r = NEAR_VOXELS;
+        c.near_lesion = (c.ijk[2].saturating_sub(r)..(c.ijk[2] + r + 1).min(s[2])).any(|k| {
+            (c.ijk[1].saturating_sub(r)..(c.ijk[1] + r + 1).min(s[1])).any(|j| {
+                (c.ijk[0].saturating_sub(r)..(c.ijk[0] + r + 1).min(s[0]))
+                    .any(|i| truth.as_slice()[i + s[0] * (j + s[1] * k)] > 0)
+            })
+        });
     }
     (1..=n)
         .filter(|&l| count[l] > 0)
@@ -205,7 +271,7 @@ pub fn reach(candidates: &[Candidate], truth: &Volume<u32>) -> Vec<LesionReach> 
 }
 
 /// The candidates of one case and how they reach its lesions.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseCandidates {
     pub candidates: Vec<Candidate>,
     pub reach: Vec<LesionReach>,
@@ -229,35 +295,64 @@ pub fn case_candidates(
     let pre = &info.contract.preprocessing;
     let p = probability_on_model_grid(model, info, image, false, &mut |_, _| {})?;
     let model_grid = p.probability.geometry().clone();
-    let resampled = pre.resample(image)?;
-    let cut = crate::data::head_threshold(resampled.as_slice());
-    let head = resampled.map(|&v| u8::from(v > cut));
-    let normalised = pre.normalise(&resampled);
-    drop(resampled);
     let mask = match intracranial {
         Some(stage) => {
-            let m = probability_on_model_grid(
-                stage.predictor,
-                stage.info,
-                image,
-                false,
-                &mut |_, _| {},
-            )?;
-            let cm = crate::intracranial::CaseMask::new(
-                &crate::intracranial::clean_mask(&m.probability),
-                &model_grid,
-                image.geometry(),
-            )?;
+            let cm = crate::segment::intracranial_mask(stage, image, &model_grid)?;
             cm.model_grid.map(|g| (g, cm.volume_ml))
         }
         None => None,
     };
-    let within = mask.as_ref().map_or(&head, |(m, _)| m);
-    let candidates = find_candidates(&normalised, Some(&p.probability), Some(within), opts);
+    let within = mask.as_ref().map_or(&p.head, |(m, _)| m);
+    let seeds = component_peaks(&p.probability, info.contract.lesions.extent_threshold);
+    let mut candidates = find_candidates(
+        &p.normalised,
+        Some(&p.probability),
+        Some(within),
+        opts,
+        &seeds,
+    );
     let truth = pre.prepare_labels(truth)?;
     Ok(CaseCandidates {
-        reach: reach(&candidates, &truth),
+        reach: reach(&mut candidates, &truth),
         candidates,
         intracranial_ml: mask.map(|(_, v)| v),
     })
+}
+
+/// One case's candidates, by name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaseEntry {
+    pub case: String,
+    pub result: CaseCandidates,
+}
+
+/// The candidates of a dataset (`delineate candidates` writes it as
+/// candidates.json; the lesion classifier is fitted on it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CandidateSet {
+    /// The model file they were found with.
+    pub model: String,
+    /// SHA-256 of its lesion network's weights.
+    #[serde(default)]
+    pub lesion_network_sha256: String,
+    pub options: CandidateOptions,
+    pub cases: Vec<CaseEntry>,
+}
+
+impl CandidateSet {
+    pub fn read(path: &std::path::Path) -> Result<Self, crate::Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| crate::Error::Input(format!("{}: cannot read: {e}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            crate::Error::Input(format!(
+                "{}: not a candidate set (delineate candidates): {e}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Lesions by size with whether the candidates reach them.
+    pub fn reach(&self) -> impl Iterator<Item = &LesionReach> {
+        self.cases.iter().flat_map(|c| c.result.reach.iter())
+    }
 }

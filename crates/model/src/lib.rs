@@ -5,6 +5,7 @@
 //! that depends on burn.
 
 pub mod candidates;
+pub mod classifier;
 pub mod contract;
 pub mod data;
 pub mod deepmedic;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod fast;
 pub mod infer;
 pub mod intracranial;
+pub mod lesion_features;
 pub mod losses;
 pub mod mining;
 pub mod modelfile;
@@ -19,6 +21,7 @@ pub mod network;
 pub mod onnx;
 pub mod result;
 pub mod sampling;
+pub mod second_stage;
 pub mod segment;
 pub mod train;
 pub mod trainer;

@@ -71,12 +71,16 @@ pub struct ModelInfo {
 pub enum StageKind {
     /// The intracranial-mask network ([`crate::intracranial`]).
     Intracranial,
+    /// The second-stage lesion classifier ([`crate::classifier`]; JSON,
+    /// not a model file).
+    LesionClassifier,
 }
 
 impl StageKind {
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Intracranial => "intracranial",
+            StageKind::LesionClassifier => "lesion-classifier",
         }
     }
 }
@@ -204,6 +208,12 @@ pub fn attach(
     stage: &[u8],
     stage_path: &Path,
 ) -> Result<Vec<u8>, Error> {
+    if kind == StageKind::LesionClassifier {
+        return Err(Error::Input(format!(
+            "{}: a lesion classifier is attached with attach_classifier",
+            stage_path.display()
+        )));
+    }
     let (info, weights, mut stages) = parse_staged(model, model_path)?;
     let (sinfo, _, sstages) = parse_staged(stage, stage_path)?;
     if !sstages.is_empty() {
@@ -213,9 +223,7 @@ pub fn attach(
         )));
     }
     let target = sinfo.training.get("target").and_then(|t| t.as_str());
-    let wanted = match kind {
-        StageKind::Intracranial => "intracranial",
-    };
+    let wanted = kind.name();
     if target != Some(wanted) {
         return Err(Error::Input(format!(
             "{}: was trained for {:?}, not as the {} stage (delineate train --target {wanted})",
@@ -226,6 +234,34 @@ pub fn attach(
     }
     stages.retain(|(k, _)| *k != kind);
     stages.push((kind, stage));
+    assemble(&info, weights, &stages)
+}
+
+/// SHA-256 (hex) of the lesion network's weights in a model file: what a
+/// lesion classifier is tied to (attaching stages does not change it).
+pub fn lesion_network_sha256(bytes: &[u8], path: &Path) -> Result<String, Error> {
+    let (_, weights, _) = parse_staged(bytes, path)?;
+    Ok(sha256_hex(weights))
+}
+
+/// `model` (the bytes of a model file) with `classifier` as its
+/// lesion-classifier stage, replacing one. The classifier must have been
+/// fitted behind this model's lesion network.
+pub fn attach_classifier(
+    model: &[u8],
+    model_path: &Path,
+    classifier: &crate::classifier::LesionClassifier,
+) -> Result<Vec<u8>, Error> {
+    let (info, weights, mut stages) = parse_staged(model, model_path)?;
+    if sha256_hex(weights) != classifier.lesion_network_sha256 {
+        return Err(Error::Input(format!(
+            "{}: its lesion network is not the one the classifier was fitted behind (its candidates were found with another model)",
+            model_path.display()
+        )));
+    }
+    let bytes = classifier.to_bytes()?;
+    stages.retain(|(k, _)| *k != StageKind::LesionClassifier);
+    stages.push((StageKind::LesionClassifier, &bytes));
     assemble(&info, weights, &stages)
 }
 

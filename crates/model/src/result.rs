@@ -64,7 +64,7 @@ pub fn model_id(name: &str, bytes: &[u8], research_only: bool) -> ModelId {
 pub fn summary(l: &Lesion) -> LesionSummary {
     LesionSummary {
         id: l.id,
-        confidence: f64::from(l.max_probability),
+        confidence: f64::from(l.confidence),
         mean_probability: f64::from(l.mean_probability),
         volume_mm3: l.volume_mm3,
         equivalent_diameter_mm: l.equivalent_diameter_mm,

@@ -33,6 +33,7 @@ use delineate_imaging::{
 };
 use serde::Serialize;
 
+use crate::classifier::LesionClassifier;
 use crate::contract::{Contract, Crop};
 use crate::data::head_threshold;
 use crate::infer::{predict_sliding, window_count, SlidingOptions, TilePredictor};
@@ -50,6 +51,9 @@ pub struct SegmentOptions {
     pub mirror: bool,
     /// Do not run the model's intracranial stage (`--no-intracranial-mask`).
     pub no_intracranial_mask: bool,
+    /// Do not run the model's lesion classifier (`--no-classifier`): the
+    /// network's lesions ranked by its probability.
+    pub no_classifier: bool,
 }
 
 /// A network that runs around the lesion network, with its model file's
@@ -64,6 +68,8 @@ pub struct Stage<'a> {
 #[derive(Clone, Copy, Default)]
 pub struct Stages<'a> {
     pub intracranial: Option<Stage<'a>>,
+    /// The second-stage lesion classifier ([`crate::second_stage`]).
+    pub classifier: Option<&'a LesionClassifier>,
 }
 
 /// What the intracranial stage did, with its mask on the input grid.
@@ -83,7 +89,10 @@ pub struct Lesion {
     pub equivalent_diameter_mm: f64,
     /// Centroid in patient coordinates (LPS, mm).
     pub centroid_lps_mm: [f64; 3],
-    /// The confidence: maximum probability on the model grid.
+    /// What lesions are ranked and delivered by: the lesion classifier's
+    /// score when the model has that stage, otherwise `max_probability`.
+    pub confidence: f32,
+    /// The network's maximum probability over the lesion on the model grid.
     pub max_probability: f32,
     /// Mean probability over the lesion on the model grid.
     pub mean_probability: f32,
@@ -103,7 +112,7 @@ impl Lesions {
         let keep = self
             .list
             .iter()
-            .take_while(|l| l.max_probability >= threshold)
+            .take_while(|l| l.confidence >= threshold)
             .count() as u32;
         Lesions {
             labels: self.labels.map(|&l| if l <= keep { l } else { 0 }),
@@ -200,6 +209,10 @@ pub fn segment(
 /// crop), as its contract says: preprocessing, crop, sliding windows.
 pub struct ModelGridProbability {
     pub probability: Volume<f32>,
+    /// The network's input on the whole model grid (the contract's
+    /// normalisation) and the head there (above the head threshold).
+    pub normalised: Volume<f32>,
+    pub head: Volume<u8>,
     pub windows: usize,
     pub preprocess_s: f64,
     pub network_s: f64,
@@ -239,9 +252,10 @@ pub fn probability_on_model_grid(
     };
     // Normalise the whole volume (as in training), then crop.
     let normalised = pre.normalise(&resampled);
+    let cut = head_threshold(resampled.as_slice());
+    let head = resampled.map(|&v| u8::from(v > cut));
     drop(resampled);
     let cropped = normalised.crop(lo, hi)?;
-    drop(normalised);
     let preprocess_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -269,10 +283,24 @@ pub fn probability_on_model_grid(
     }
     Ok(ModelGridProbability {
         probability: prob_model,
+        normalised,
+        head,
         windows,
         preprocess_s,
         network_s,
     })
+}
+
+/// The intracranial stage on `image`: its cleaned mask on the lesion
+/// network's `model_grid` and on the image's grid, with its plausibility.
+pub fn intracranial_mask(
+    stage: Stage,
+    image: &Volume<f32>,
+    model_grid: &Geometry,
+) -> Result<CaseMask, Error> {
+    let m = probability_on_model_grid(stage.predictor, stage.info, image, false, &mut |_, _| {})
+        .map_err(|e| Error::Input(format!("the intracranial stage: {e}")))?;
+    CaseMask::new(&clean_mask(&m.probability), model_grid, image.geometry())
 }
 
 /// [`segment`] with the stages of the model file.
@@ -286,7 +314,11 @@ pub fn segment_staged(
 ) -> Result<Segmentation, Error> {
     let mut warnings = check_input(image, info)?;
     let c: &Contract = &info.contract;
-    let threshold = opts.operating_threshold.unwrap_or(c.operating_threshold);
+    let classifier = stages.classifier.filter(|_| !opts.no_classifier);
+    let threshold = opts.operating_threshold.unwrap_or(match classifier {
+        Some(k) => k.operating_threshold,
+        None => c.operating_threshold,
+    });
     let input_grid = image.geometry().clone();
     let p = probability_on_model_grid(model, info, image, opts.mirror, progress)?;
     let mut timings = vec![("preprocess", p.preprocess_s), ("network", p.network_s)];
@@ -296,15 +328,7 @@ pub fn segment_staged(
     let mask = match stages.intracranial {
         Some(stage) if !opts.no_intracranial_mask => {
             let t = Instant::now();
-            let m = probability_on_model_grid(
-                stage.predictor,
-                stage.info,
-                image,
-                false,
-                &mut |_, _| {},
-            )
-            .map_err(|e| Error::Input(format!("the intracranial stage: {e}")))?;
-            let mask = CaseMask::new(&clean_mask(&m.probability), &model_grid, &input_grid)?;
+            let mask = intracranial_mask(stage, image, &model_grid)?;
             if let Some(w) = &mask.warning {
                 warnings.push(format!(
                     "{w}: the mask was not applied, candidates outside the skull were not removed"
@@ -315,15 +339,31 @@ pub fn segment_staged(
         }
         _ => None,
     };
+    let cavity = mask.as_ref().and_then(|m| m.model_grid.as_ref());
+    let extent = c.lesions.extent_threshold;
+    let parts = match classifier {
+        Some(k) => {
+            let t = Instant::now();
+            let within = cavity.unwrap_or(&p.head);
+            let parts = crate::second_stage::classified_lesions(
+                k,
+                &p.normalised,
+                &prob_model,
+                within,
+                cavity,
+                extent,
+            );
+            timings.push(("classifier", t.elapsed().as_secs_f64()));
+            parts
+        }
+        None => network_lesions(&prob_model, extent, cavity),
+    };
+    drop(p.normalised);
+    drop(p.head);
 
     let t = Instant::now();
-    let (candidates, removed) = lesions_on_model_grid_within(
-        &prob_model,
-        c.lesions.extent_threshold,
-        c.lesions.min_diameter_mm,
-        &input_grid,
-        mask.as_ref().and_then(|m| m.model_grid.as_ref()),
-    )?;
+    let (candidates, removed) =
+        parts.into_lesions(&prob_model, c.lesions.min_diameter_mm, &input_grid)?;
     let intracranial = mask.map(|m| IntracranialOutcome {
         report: IntracranialReport {
             applied: m.model_grid.is_some(),
@@ -379,83 +419,139 @@ pub fn lesions_on_model_grid_within(
     input: &Geometry,
     mask: Option<&Volume<u8>>,
 ) -> Result<(Lesions, Vec<f32>), Error> {
-    let g = probability.geometry();
+    network_lesions(probability, extent, mask).into_lesions(probability, min_diameter_mm, input)
+}
+
+/// The network's lesions on the model grid: the 26-connected components
+/// of `probability` above `extent`, each with its maximum probability as
+/// confidence, and whether it lies inside `mask`.
+pub fn network_lesions(
+    probability: &Volume<f32>,
+    extent: f32,
+    mask: Option<&Volume<u8>>,
+) -> ModelGridLesions {
     let cc = label_components(probability, Connectivity::TwentySix, |&p| p > extent, false);
     let n = cc.stats.len();
     let within = match mask {
         Some(m) => inside(&cc.labels, n, m),
         None => vec![true; n + 1],
     };
-    let (mut max, mut sum) = (vec![0f32; n + 1], vec![0f64; n + 1]);
+    let mut max = vec![0f32; n + 1];
     for (&l, &p) in cc.labels.as_slice().iter().zip(probability.as_slice()) {
         if l > 0 {
             max[l as usize] = max[l as usize].max(p);
-            sum[l as usize] += p as f64;
         }
     }
-    let voxel = voxel_volume_mm3(g);
-    let sized: Vec<usize> = (0..n)
-        .filter(|&c| equivalent_diameter_mm(cc.stats[c].voxels as f64 * voxel) >= min_diameter_mm)
-        .collect();
-    let removed: Vec<f32> = sized
-        .iter()
-        .filter(|&&c| !within[c + 1])
-        .map(|&c| max[c + 1])
-        .collect();
-    let mut order: Vec<usize> = sized.into_iter().filter(|&c| within[c + 1]).collect();
-    order.sort_by(|&a, &b| {
-        max[b + 1]
-            .total_cmp(&max[a + 1])
-            .then(cc.stats[b].voxels.cmp(&cc.stats[a].voxels))
-            .then(a.cmp(&b))
-    });
-    let mut rank = vec![0u32; n + 1];
-    for (r, &c) in order.iter().enumerate() {
-        rank[c + 1] = r as u32 + 1;
+    ModelGridLesions {
+        labels: cc.labels,
+        count: n,
+        confidence: max,
+        within,
     }
-    let model_labels = cc.labels.map(|&l| rank[l as usize]);
-    let labels = if g.same_grid(input, 1e-6) {
-        let mut l = model_labels;
-        l.set_geometry(input.clone())?;
-        l
-    } else {
-        resample_labels(&model_labels, input)?
-    };
-    // Measures on the input grid.
-    let k = order.len();
-    let (mut count, mut centre) = (vec![0usize; k + 1], vec![[0f64; 3]; k + 1]);
-    let [nx, ny, _] = input.size;
-    for (i, &l) in labels.as_slice().iter().enumerate() {
-        if l > 0 {
-            let l = l as usize;
-            count[l] += 1;
-            let ijk = [i % nx, (i / nx) % ny, i / (nx * ny)];
-            for a in 0..3 {
-                centre[l][a] += ijk[a] as f64;
+}
+
+/// Lesions on the model grid before they are ranked and carried onto the
+/// input grid: labels 1..=count, each with its confidence and whether it
+/// lies inside the cranial cavity (index 0 unused).
+pub struct ModelGridLesions {
+    pub labels: Volume<u32>,
+    pub count: usize,
+    pub confidence: Vec<f32>,
+    pub within: Vec<bool>,
+}
+
+impl ModelGridLesions {
+    /// Keeps those of at least `min_diameter_mm` that lie within the
+    /// cavity, numbers them by decreasing confidence (then size), carries
+    /// their labels onto `input` (exact label resampling) and measures
+    /// them there; also returns the confidences of those dropped as
+    /// outside.
+    pub fn into_lesions(
+        self,
+        probability: &Volume<f32>,
+        min_diameter_mm: f64,
+        input: &Geometry,
+    ) -> Result<(Lesions, Vec<f32>), Error> {
+        let g = probability.geometry();
+        let n = self.count;
+        let (mut max, mut sum, mut voxels) =
+            (vec![0f32; n + 1], vec![0f64; n + 1], vec![0usize; n + 1]);
+        for (&l, &p) in self.labels.as_slice().iter().zip(probability.as_slice()) {
+            if l > 0 {
+                let l = l as usize;
+                max[l] = max[l].max(p);
+                sum[l] += p as f64;
+                voxels[l] += 1;
             }
         }
-    }
-    let vin = voxel_volume_mm3(input);
-    let list = order
-        .iter()
-        .enumerate()
-        .map(|(r, &c)| {
-            let id = r + 1;
-            let vox = count[id];
-            let mean_idx = centre[id].map(|v| v / vox.max(1) as f64);
-            let volume = vox as f64 * vin;
-            Lesion {
-                id: id as u32,
-                voxels: vox,
-                volume_mm3: volume,
-                equivalent_diameter_mm: equivalent_diameter_mm(volume),
-                centroid_lps_mm: input.index_to_world(mean_idx),
-                max_probability: max[c + 1],
-                mean_probability: (sum[c + 1] / cc.stats[c].voxels.max(1) as f64) as f32,
+        let voxel = voxel_volume_mm3(g);
+        let sized: Vec<usize> = (1..=n)
+            .filter(|&c| {
+                voxels[c] > 0 && equivalent_diameter_mm(voxels[c] as f64 * voxel) >= min_diameter_mm
+            })
+            .collect();
+        let confidence = &self.confidence;
+        let removed: Vec<f32> = sized
+            .iter()
+            .filter(|&&c| !self.within[c])
+            .map(|&c| confidence[c])
+            .collect();
+        let mut order: Vec<usize> = sized.into_iter().filter(|&c| self.within[c]).collect();
+        order.sort_by(|&a, &b| {
+            confidence[b]
+                .total_cmp(&confidence[a])
+                .then(voxels[b].cmp(&voxels[a]))
+                .then(a.cmp(&b))
+        });
+        let mut rank = vec![0u32; n + 1];
+        for (r, &c) in order.iter().enumerate() {
+            rank[c] = r as u32 + 1;
+        }
+        let model_labels = self.labels.map(|&l| rank[l as usize]);
+        let labels = if g.same_grid(input, 1e-6) {
+            let mut l = model_labels;
+            l.set_geometry(input.clone())?;
+            l
+        } else {
+            resample_labels(&model_labels, input)?
+        };
+        // Measures on the input grid.
+        let k = order.len();
+        let (mut count, mut centre) = (vec![0usize; k + 1], vec![[0f64; 3]; k + 1]);
+        let [nx, ny, _] = input.size;
+        for (i, &l) in labels.as_slice().iter().enumerate() {
+            if l > 0 {
+                let l = l as usize;
+                count[l] += 1;
+                let ijk = [i % nx, (i / nx) % ny, i / (nx * ny)];
+                for a in 0..3 {
+                    centre[l][a] += ijk[a] as f64;
+                }
             }
-        })
-        .collect();
-    Ok((Lesions { labels, list }, removed))
+        }
+        let vin = voxel_volume_mm3(input);
+        let list = order
+            .iter()
+            .enumerate()
+            .map(|(r, &c)| {
+                let id = r + 1;
+                let vox = count[id];
+                let mean_idx = centre[id].map(|v| v / vox.max(1) as f64);
+                let volume = vox as f64 * vin;
+                Lesion {
+                    id: id as u32,
+                    voxels: vox,
+                    volume_mm3: volume,
+                    equivalent_diameter_mm: equivalent_diameter_mm(volume),
+                    centroid_lps_mm: input.index_to_world(mean_idx),
+                    confidence: confidence[c],
+                    max_probability: max[c],
+                    mean_probability: (sum[c] / voxels[c].max(1) as f64) as f32,
+                }
+            })
+            .collect();
+        Ok((Lesions { labels, list }, removed))
+    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,9 @@ pub fn validate(
             }),
             _ => None,
         },
+        // A classifier belongs to one network's weights: none while they
+        // are being trained.
+        classifier: None,
     };
     let seg_opts = SegmentOptions {
         operating_threshold: Some(0.0),
@@ -154,7 +157,7 @@ pub fn validate(
             .candidates
             .list
             .iter()
-            .map(|l| l.max_probability as f64)
+            .map(|l| l.confidence as f64)
             .collect();
         if let Some(dir) = &opts.save {
             let d = dir.join(&c.name);

@@ -208,6 +208,7 @@ fn the_intracranial_stage_drops_a_scalp_blob_and_keeps_every_lesion_whole() {
             predictor: &mask,
             info: &mask_info,
         }),
+        classifier: None,
     };
     let opts = SegmentOptions::default();
     let without = segment_staged(
@@ -270,6 +271,7 @@ fn the_intracranial_stage_drops_a_scalp_blob_and_keeps_every_lesion_whole() {
             predictor: &nothing,
             info: &mask_info,
         }),
+        classifier: None,
     };
     let s = segment_staged(&lesions, &lesion_info, off, &img, &opts, &mut |_, _| {}).unwrap();
     let r = &s.intracranial.as_ref().unwrap().report;

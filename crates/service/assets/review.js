@@ -66,9 +66,9 @@ function renderList() {
   state.meta.lesions.forEach((l, n) => {
     const li = document.createElement("li");
     li.dataset.id = l.id;
-    li.dataset.p = l.max_probability;
+    li.dataset.p = l.confidence;
     li.dataset.state = decision(l.id);
-    li.innerHTML = `<span>${l.id}</span><span>${l.max_probability.toFixed(2)}</span>` +
+    li.innerHTML = `<span>${l.id}</span><span>${l.confidence.toFixed(2)}</span>` +
       `<span>${l.volume_mm3.toFixed(0)} mm³</span><span>${l.equivalent_diameter_mm.toFixed(1)} mm</span>` +
       `<span class="state">${decision(l.id)}</span>`;
     li.addEventListener("click", () => select(n));

@@ -57,6 +57,9 @@ pub struct LesionView {
     pub voxels: u64,
     pub volume_mm3: f64,
     pub equivalent_diameter_mm: f64,
+    /// What the lesion is ranked by: the lesion classifier's score when the
+    /// model has one, otherwise the network's maximum probability.
+    pub confidence: f64,
     pub max_probability: f64,
     pub mean_probability: f64,
     /// Centroid voxel on the display grid.
@@ -299,6 +302,10 @@ fn lesion_views(list: &serde_json::Value, labels: &Volume<u32>) -> Vec<LesionVie
                 voxels: *n,
                 volume_mm3: l["volume_mm3"].as_f64().unwrap_or(0.0),
                 equivalent_diameter_mm: l["equivalent_diameter_mm"].as_f64().unwrap_or(0.0),
+                confidence: l["confidence"]
+                    .as_f64()
+                    .or_else(|| l["max_probability"].as_f64())
+                    .unwrap_or(0.0),
                 max_probability: l["max_probability"].as_f64().unwrap_or(0.0),
                 mean_probability: l["mean_probability"].as_f64().unwrap_or(0.0),
                 centre: [c(0), c(1), c(2)],
@@ -306,11 +313,7 @@ fn lesion_views(list: &serde_json::Value, labels: &Volume<u32>) -> Vec<LesionVie
         })
         .collect();
     // Most confident first.
-    v.sort_by(|a, b| {
-        b.max_probability
-            .total_cmp(&a.max_probability)
-            .then(a.id.cmp(&b.id))
-    });
+    v.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then(a.id.cmp(&b.id)));
     v
 }
 

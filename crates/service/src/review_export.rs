@@ -101,7 +101,7 @@ pub fn export(
         .filter(|l| accepted.contains(&l.id))
         .map(|l| LesionSummary {
             id: l.id,
-            confidence: l.max_probability,
+            confidence: l.confidence,
             mean_probability: l.mean_probability,
             volume_mm3: l.volume_mm3,
             equivalent_diameter_mm: l.equivalent_diameter_mm,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use delineate_model::backend::Cpu;
-use delineate_model::candidates::{case_candidates, CandidateOptions};
+use delineate_model::candidates::{case_candidates, CandidateOptions, CandidateSet, CaseEntry};
 use delineate_model::data::{dataset, read_case};
 use delineate_model::segment::Stage;
 
@@ -119,13 +119,18 @@ pub fn run(a: &CandidatesArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let path = a.out.join("candidates.json");
-    let json = serde_json::json!({
-        "model": model.name,
-        "options": opts,
-        "cases": all.iter().map(|(name, r)| serde_json::json!({"case": name, "result": r})).collect::<Vec<_>>(),
-    });
+    let set = CandidateSet {
+        model: model.name.clone(),
+        lesion_network_sha256: model.lesion_network_sha256.clone(),
+        options: opts,
+        cases: all
+            .into_iter()
+            .map(|(case, result)| CaseEntry { case, result })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&set)?;
     delineate_imaging::atomic::write_atomically(&path, ".json", |p, _| {
-        std::fs::write(p, format!("{json:#}\n")).map_err(|e| e.to_string())
+        std::fs::write(p, &json).map_err(|e| e.to_string())
     })?;
     println!("wrote {}", path.display());
     Ok(())

@@ -85,6 +85,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         threshold: None,
         tta: false,
         no_intracranial_mask: false,
+        no_classifier: false,
         seg: false,
         dicom_out: false,
         uid_root: None,

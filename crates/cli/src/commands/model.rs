@@ -1,8 +1,11 @@
-//! `delineate model`: put stages into a model file.
+//! `delineate model`: put stages into a model file (the intracranial
+//! network, the lesion classifier).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use delineate_model::candidates::CandidateSet;
+use delineate_model::classifier::{ClassifierConfig, LesionClassifier};
 use delineate_model::modelfile::{self, StageKind};
 
 /// Model files: add a stage to a lesion model.
@@ -22,6 +25,33 @@ pub enum ModelCommand {
         /// The new model file (written whole, or not at all).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Fit the second-stage lesion classifier (gradient-boosted trees on
+    /// the candidates' measurements) and store it in the model file as its
+    /// lesion-classifier stage (one already there is replaced). Its
+    /// operating threshold is the lowest score that keeps the validation
+    /// cases within --target-fp false positives per case. Both candidate
+    /// sets come from `delineate candidates` with this model.
+    Classifier {
+        /// The lesion model file.
+        model: PathBuf,
+        /// Candidates of the training cases (candidates.json).
+        #[arg(long)]
+        fit: PathBuf,
+        /// Candidates of the validation cases (candidates.json).
+        #[arg(long)]
+        validation: PathBuf,
+        /// The new model file (written whole, or not at all).
+        #[arg(long)]
+        out: PathBuf,
+        /// Boosting rounds.
+        #[arg(long, default_value_t = 300)]
+        trees: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// False positives per validation case at the operating threshold.
+        #[arg(long, default_value_t = 1.0)]
+        target_fp: f64,
     },
 }
 
@@ -47,6 +77,47 @@ pub fn run(cmd: &ModelCommand) -> Result<()> {
                 model.display(),
                 intracranial.display()
             );
+        }
+        ModelCommand::Classifier {
+            model,
+            fit,
+            validation,
+            out,
+            trees,
+            seed,
+            target_fp,
+        } => {
+            let m = std::fs::read(model)
+                .with_context(|| format!("{}: cannot read", model.display()))?;
+            let config = ClassifierConfig {
+                trees: *trees,
+                seed: *seed,
+                target_fp_per_case: *target_fp,
+                ..Default::default()
+            };
+            let c = LesionClassifier::fit(
+                &CandidateSet::read(fit)?,
+                fit,
+                &CandidateSet::read(validation)?,
+                validation,
+                &config,
+            )?;
+            let bytes = modelfile::attach_classifier(&m, model, &c)?;
+            delineate_imaging::atomic::write_atomically(out, ".dlm", |p, _| {
+                std::fs::write(p, &bytes).map_err(|e| e.to_string())
+            })?;
+            let s = &c.summary;
+            println!(
+                "fitted on {} candidates ({} lesions) of {} cases; on {} validation cases: recall {:.2} at {:.2} false positives per case, operating threshold {:.3}",
+                s.fit_candidates,
+                s.fit_lesions,
+                s.fit_cases,
+                s.validation_cases,
+                s.validation_recall,
+                s.validation_fp_per_case,
+                c.operating_threshold
+            );
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use delineate_dicom::ModelId;
 use delineate_model::backend::Backend;
+use delineate_model::classifier::LesionClassifier;
 use delineate_model::fast::FastUNet;
 use delineate_model::infer::{BurnPredictor, TilePredictor};
 use delineate_model::intracranial::IntracranialReport;
@@ -84,6 +85,11 @@ pub struct SegmentArgs {
     /// cavity are removed and the mask is written as intracranial.nii.gz).
     #[arg(long)]
     pub no_intracranial_mask: bool,
+    /// Do not run the model's lesion classifier (by default, when the model
+    /// file has one, candidates are scored by it and lesions are ranked and
+    /// delivered by its score).
+    #[arg(long)]
+    pub no_classifier: bool,
     /// Also write seg.dcm (DICOM Segmentation) for DICOM output.
     #[arg(long)]
     pub seg: bool,
@@ -128,6 +134,10 @@ pub struct Loaded<B: Backend> {
     pub device: B::Device,
     /// The intracranial-mask stage, when the model file has one.
     pub intracranial: Option<StageNet<B>>,
+    /// The second-stage lesion classifier, when the model file has one.
+    pub classifier: Option<LesionClassifier>,
+    /// SHA-256 of the lesion network's weights.
+    pub lesion_network_sha256: String,
 }
 
 /// A stage's network, loaded like the lesion network.
@@ -210,6 +220,13 @@ pub fn load_model<B: Backend>(
         }
         None => None,
     };
+    let classifier = match modelfile::stage(bytes, file, StageKind::LesionClassifier)? {
+        Some(b) => {
+            let where_ = PathBuf::from(format!("{} (lesion-classifier stage)", file.display()));
+            Some(LesionClassifier::from_bytes(b, &where_)?)
+        }
+        None => None,
+    };
     let fast = pack(&net)?;
     Ok(Loaded {
         net,
@@ -219,6 +236,8 @@ pub fn load_model<B: Backend>(
         fast,
         device: device.clone(),
         intracranial,
+        classifier,
+        lesion_network_sha256: modelfile::lesion_network_sha256(bytes, file)?,
     })
 }
 
@@ -343,7 +362,7 @@ fn print_case(o: &CaseOutput, model: &str) {
         println!(
             "  lesion {:>2}  p {:.2}  {:>9.1} mm3  {:>5.1} mm  at ({:.1}, {:.1}, {:.1}) mm LPS",
             l.id,
-            l.max_probability,
+            l.confidence,
             l.volume_mm3,
             l.equivalent_diameter_mm,
             l.centroid_lps_mm[0],
@@ -390,6 +409,7 @@ pub fn options(a: &SegmentArgs) -> Result<SegmentOptions> {
         operating_threshold: a.threshold,
         mirror: a.tta,
         no_intracranial_mask: a.no_intracranial_mask,
+        no_classifier: a.no_classifier,
     })
 }
 
@@ -426,6 +446,7 @@ pub fn segment_case<B: Backend>(
             }),
             _ => None,
         },
+        classifier: model.classifier.as_ref(),
     };
     let seg = segment_staged(
         predictor.as_ref(),
