@@ -90,8 +90,14 @@ pub fn bright_blobs(
     let dim = image.data().raw_dim();
     let mut best = Array3::<f32>::from_elem(dim, f32::NEG_INFINITY);
     let mut scale = Array3::<u8>::zeros(dim);
-    for (n, &sigma) in sigmas_mm.iter().enumerate() {
-        let r = normalised_log(image, sigma);
+    // The scales in parallel (each map is independent; the maximum over
+    // scales is taken in order below, so the result does not depend on
+    // the threads).
+    let maps: Vec<Array3<f32>> = sigmas_mm
+        .par_iter()
+        .map(|&sigma| normalised_log(image, sigma))
+        .collect();
+    for (n, r) in maps.into_iter().enumerate() {
         ndarray::Zip::from(&mut best)
             .and(&mut scale)
             .and(&r)

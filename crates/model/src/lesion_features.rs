@@ -23,6 +23,7 @@
 use delineate_imaging::blobs::smoothed;
 use delineate_imaging::Volume;
 use ndarray::Array3;
+use rayon::prelude::*;
 
 /// The names of the features, in order.
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -70,7 +71,7 @@ impl<'a> FeatureMaps<'a> {
         within: Option<&'a Volume<u8>>,
     ) -> Self {
         let smoothed = FEATURE_SIGMAS_MM
-            .iter()
+            .par_iter()
             .map(|&s| smoothed(normalised, s))
             .collect();
         Self {
