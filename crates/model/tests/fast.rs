@@ -97,3 +97,39 @@ fn shipped_model_with_trained_norms() {
     let d = max_abs_diff(&fast.predict(&img, dims).expect("prediction"), &want[0]);
     assert!(d < 1e-4, "max abs diff {d}");
 }
+
+/// The kernels' buffers are public: a buffer of the wrong size is refused
+/// with a panic naming it in release builds too, never read out of bounds.
+#[test]
+fn kernels_refuse_buffers_of_the_wrong_size() {
+    use delineate_model::fast::grad::conv3_wgrad;
+    use delineate_model::fast::kernels::{conv3, Act};
+    let run = |f: Box<dyn FnOnce() + std::panic::UnwindSafe>| {
+        let e = std::panic::catch_unwind(f).expect_err("accepted");
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let mut short = Act::zeros(4, [6, 6, 6]);
+    short.data.truncate(100);
+    let out = Act::zeros(4, [6, 6, 6]);
+    let w = vec![0f32; 27 * 16];
+    let e = run(Box::new({
+        let mut out = out.clone();
+        move || conv3(&short, &w, &[0.0; 4], &mut out, false)
+    }));
+    assert!(e.contains("conv3 input"), "{e}");
+    let e = run(Box::new({
+        let (x, mut out) = (Act::zeros(4, [6, 6, 6]), out);
+        move || conv3(&x, &[0f32; 10], &[0.0; 4], &mut out, false)
+    }));
+    assert!(e.contains("conv3 weights"), "{e}");
+    let e = run(Box::new(move || {
+        let (mut gw, mut gb) = (vec![0f32; 27 * 16], vec![0f32; 4]);
+        conv3_wgrad(
+            &Act::zeros(4, [6, 6, 6]),
+            &Act::zeros(4, [6, 6, 8]),
+            &mut gw,
+            &mut gb,
+        )
+    }));
+    assert!(e.contains("grids differ"), "{e}");
+}

@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{along_row, fold_channels, gather_down, sgemm, Act, GroupStat};
+use super::kernels::{along_row, check_len, fold_channels, gather_down, sgemm, Act, GroupStat};
 
 /// Positions per task of a weight gradient: large enough that a GEMM's
 /// packing is amortised, small enough for both threads to get several.
@@ -83,8 +83,11 @@ fn sum_pairs(mut a: Partial, b: Partial) -> Partial {
 /// gradient of its output `dy`. Both must have zero pads.
 pub fn conv3_wgrad(x: &Act, dy: &Act, gw: &mut [f32], gb: &mut [f32]) {
     let (cin, cout) = (x.c, dy.c);
-    debug_assert_eq!(x.dims, dy.dims);
-    debug_assert_eq!(gw.len(), 27 * cin * cout);
+    x.check("conv3 input");
+    dy.check("conv3 output gradient");
+    assert_eq!(x.dims, dy.dims, "conv3 gradient: grids differ");
+    check_len(gw, 27 * cin * cout, "conv3 weight gradient");
+    assert_eq!(gb.len(), cout, "conv3 bias gradient");
     let [nx, ny, _] = x.dims;
     let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
     let start = plane + px + 1;
@@ -166,6 +169,21 @@ pub fn down_backward(x: &Act, w: &[f32], dout: &Act, gw: &mut [f32], gb: &mut [f
     let (cin, cout) = (x.c, dout.c);
     let d = dout.dims;
     let k = 8 * cin;
+    x.check("down input");
+    dout.check("down output gradient");
+    dx.check("down input gradient");
+    assert_eq!(
+        d,
+        x.dims.map(|n| n / 2),
+        "down gradient: output is not half the input"
+    );
+    assert!(
+        dx.dims == x.dims && dx.c == cin,
+        "down gradient: dx is not shaped as x"
+    );
+    check_len(w, k * cout, "down weights");
+    check_len(gw, k * cout, "down weight gradient");
+    assert_eq!(gb.len(), cout, "down bias gradient");
     let [fx, fy, _] = x.dims;
     let (fpx, fplane) = (fx + 2, (fx + 2) * (fy + 2));
     let m = d[0];
@@ -245,6 +263,21 @@ pub fn up_backward(x: &Act, w: &[f32], dfine: &Act, gw: &mut [f32], gb: &mut [f3
     let d = x.dims;
     let n = 8 * cout;
     let m = d[0];
+    x.check("up input");
+    dfine.check("up output gradient");
+    dx.check("up input gradient");
+    assert_eq!(
+        dfine.dims,
+        d.map(|n| 2 * n),
+        "up gradient: output is not twice the input"
+    );
+    assert!(
+        dx.dims == d && dx.c == cin,
+        "up gradient: dx is not shaped as x"
+    );
+    check_len(w, cin * n, "up weights");
+    check_len(gw, cin * n, "up weight gradient");
+    assert_eq!(gb.len(), cout, "up bias gradient");
     let (px, plane) = (d[0] + 2, (d[0] + 2) * (d[1] + 2));
     let parts = dx
         .data

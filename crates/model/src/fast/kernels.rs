@@ -60,6 +60,26 @@ impl Act {
     pub fn positions(&self) -> usize {
         (self.dims[0] + 2) * (self.dims[1] + 2) * (self.dims[2] + 2)
     }
+
+    /// Panics unless `data` holds exactly `c` floats per padded position.
+    /// The fields are public, so every safe function whose GEMM calls read
+    /// raw pointers checks this (and the weights' sizes) in release builds
+    /// too: a wrong size is a panic, never an out-of-bounds read.
+    pub fn check(&self, what: &str) {
+        assert_eq!(
+            self.data.len(),
+            self.positions() * self.c,
+            "{what}: {} floats for {} channels on {:?}",
+            self.data.len(),
+            self.c,
+            self.dims
+        );
+    }
+}
+
+/// Panics unless `v` holds `n` floats (see [`Act::check`]).
+pub fn check_len(v: &[f32], n: usize, what: &str) {
+    assert_eq!(v.len(), n, "{what}: {} floats, {n} expected", v.len());
 }
 
 /// `dst (m × n, row stride n) = [dst +] lhs (m × k, row stride lhs_rs) ·
@@ -131,8 +151,11 @@ pub(crate) unsafe fn sgemm(
 /// pads. The bias is applied per block while it is in cache.
 pub fn conv3(input: &Act, w: &[f32], bias: &[f32], out: &mut Act, accumulate: bool) {
     let (cin, cout) = (input.c, out.c);
-    debug_assert_eq!(input.dims, out.dims);
-    debug_assert_eq!(w.len(), 27 * cin * cout);
+    input.check("conv3 input");
+    out.check("conv3 output");
+    assert_eq!(input.dims, out.dims, "conv3: input and output grids differ");
+    check_len(w, 27 * cin * cout, "conv3 weights");
+    check_len(bias, cout, "conv3 bias");
     let [nx, ny, _] = input.dims;
     let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
     let start = plane + px + 1;
@@ -395,7 +418,15 @@ pub fn down(x: &Act, w: &[f32], bias: &[f32], cout: usize) -> Act {
 pub fn down_into(x: &Act, w: &[f32], bias: &[f32], out: &mut Act) {
     let (cin, cout) = (x.c, out.c);
     let d = out.dims;
-    debug_assert_eq!(d, x.dims.map(|n| n / 2));
+    x.check("down input");
+    out.check("down output");
+    assert_eq!(
+        d,
+        x.dims.map(|n| n / 2),
+        "down: output is not half the input"
+    );
+    check_len(w, 8 * cin * cout, "down weights");
+    check_len(bias, cout, "down bias");
     let k = 8 * cin;
     let (opx, oplane) = (d[0] + 2, (d[0] + 2) * (d[1] + 2));
     out.data
@@ -451,6 +482,15 @@ pub fn up_add(x: &Act, w: &[f32], bias: &[f32], skip: &mut Act) {
     let (cin, cout) = (x.c, skip.c);
     let d = x.dims;
     let n = 8 * cout;
+    x.check("up input");
+    skip.check("up skip");
+    assert_eq!(
+        skip.dims,
+        d.map(|n| 2 * n),
+        "up: skip is not twice the input"
+    );
+    check_len(w, cin * n, "up weights");
+    check_len(bias, cout, "up bias");
     let [fx, fy, _] = skip.dims;
     let (fpx, fplane) = (fx + 2, (fx + 2) * (fy + 2));
     // Two fine planes per coarse plane: split the skip buffer by fine z
