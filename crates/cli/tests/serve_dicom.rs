@@ -173,6 +173,10 @@ fn dcmtk_peers_echo_store_route_and_receive_a_valid_rtstruct() {
     assert_eq!(code, 200);
     for line in [
         "delineate_jobs{state=\"done\"} 1",
+        // Every state is counted, those a job waits in after inference too.
+        "delineate_jobs{state=\"awaiting_review\"} 0",
+        "delineate_jobs{state=\"reviewed\"} 0",
+        "delineate_jobs{state=\"superseded\"} 0",
         "delineate_queue_depth 0",
         "delineate_series_skipped_total 2",
         "delineate_series_duplicate_total 1",

@@ -267,18 +267,11 @@ pub fn prometheus(svc: &Service, s: &queue::Stats) -> String {
             })
             .collect()
     };
-    let states = [
-        queue::QUEUED,
-        queue::RUNNING,
-        queue::DELIVERING,
-        queue::DONE,
-        queue::FAILED,
-    ];
     metric(
         "delineate_jobs",
         "gauge",
         "Jobs by state.",
-        state_lines(&s.jobs_by_state, &states),
+        state_lines(&s.jobs_by_state, &queue::JOB_STATES),
     );
     let depth = s
         .jobs_by_state

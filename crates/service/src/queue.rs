@@ -83,6 +83,17 @@ pub const AWAITING_REVIEW: &str = "awaiting_review";
 pub const REVIEWED: &str = "reviewed";
 /// A later job on more of the same series replaced this one.
 pub const SUPERSEDED: &str = "superseded";
+/// Every job state, in the order of a job's life (what `/metrics` counts).
+pub const JOB_STATES: [&str; 8] = [
+    QUEUED,
+    RUNNING,
+    DELIVERING,
+    AWAITING_REVIEW,
+    REVIEWED,
+    DONE,
+    FAILED,
+    SUPERSEDED,
+];
 
 pub fn now() -> f64 {
     std::time::SystemTime::now()
