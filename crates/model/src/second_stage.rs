@@ -7,7 +7,10 @@
 //!    peak of every component of the network's probability above the
 //!    contract's extent threshold, each scored by the classifier;
 //! 2. a network component's confidence is the best score of the
-//!    candidates in it or touching it; its mask is the network's;
+//!    candidates in it or touching it, and never below the network's own
+//!    maximum probability ([`rescue`]: the classifier adds and ranks, it
+//!    does not veto what the network is sure of — fitted on metastases, it
+//!    scored meningiomas low); its mask is the network's;
 //! 3. a candidate that touches no component and scores at least
 //!    [`local_floor`] becomes a lesion of its own with a local mask: the
 //!    voxels connected to its peak, within √3·σ + 1 mm of it (σ its blob
@@ -17,7 +20,7 @@
 use delineate_imaging::{label_components, Connectivity, Volume};
 
 use crate::candidates::{component_peaks, find_candidates, Candidate};
-use crate::classifier::LesionClassifier;
+use crate::classifier::{rescue, LesionClassifier};
 use crate::intracranial::inside;
 use crate::segment::ModelGridLesions;
 
@@ -54,8 +57,19 @@ pub fn classified_lesions(
         &seeds,
     );
     let features: Vec<Vec<f32>> = candidates.iter().map(|c| c.features.clone()).collect();
-    let scores = classifier.score(&features);
+    let scores: Vec<f32> = classifier
+        .score(&features)
+        .into_iter()
+        .zip(&candidates)
+        .map(|(score, c)| rescue(score, c.network_max))
+        .collect();
+    // A network lesion keeps at least the network's own confidence.
     let mut confidence = vec![0f32; n + 1];
+    for (&l, &p) in labels.as_slice().iter().zip(probability.as_slice()) {
+        if l > 0 {
+            confidence[l as usize] = confidence[l as usize].max(p);
+        }
+    }
     let floor = local_floor(classifier);
     let mut local: Vec<(usize, f32)> = Vec::new();
     for (ci, (c, &score)) in candidates.iter().zip(&scores).enumerate() {
