@@ -25,14 +25,21 @@ use crate::candidates::{CandidateOptions, CandidateSet};
 use crate::lesion_features::{FEATURES, FEATURE_NAMES};
 use crate::Error;
 
-/// A candidate's confidence in the pipeline: the classifier's score, but
-/// never below the network's own probability there. The classifier is
-/// there to find what the network misses and to rank; a lesion the
-/// network is sure of is not vetoed by it (fitted on metastases alone, it
-/// scored meningiomas low: recall of meningiomas on randomised grids fell
-/// from 0.82 to 0.27 before this rule).
-pub fn rescue(score: f32, network_max: f32) -> f32 {
-    score.max(network_max)
+/// The confidence of a network lesion on the classifier's scale: its
+/// maximum probability `p`, mapped piecewise linearly so that the
+/// network's own operating threshold `network` lands on the classifier's
+/// `classifier` (monotone; 0 → 0, 1 → 1). A lesion the network delivers
+/// alone is therefore still delivered, whatever the classifier scores it:
+/// the classifier adds and ranks, it does not veto. (Fitted on metastases
+/// alone, it scored meningiomas low: set A's meningioma recall fell from
+/// 0.82 to 0.27 when it could veto.)
+pub fn network_confidence(p: f32, network: f32, classifier: f32) -> f32 {
+    let (n, c) = (network.clamp(1e-6, 1.0 - 1e-6), classifier.clamp(0.0, 1.0));
+    if p >= n {
+        c + (p - n) / (1.0 - n) * (1.0 - c)
+    } else {
+        p / n * c
+    }
 }
 
 /// Format of the stage's JSON.
@@ -106,8 +113,6 @@ pub struct FitSummary {
 /// lesion), case index and lesion label (0: none).
 struct Rows {
     x: Vec<f64>,
-    /// The network's probability near each candidate (feature 0).
-    network_max: Vec<f32>,
     y: Vec<f64>,
     case: Vec<usize>,
     lesion: Vec<u32>,
@@ -116,7 +121,6 @@ struct Rows {
 fn rows(set: &CandidateSet) -> Rows {
     let mut r = Rows {
         x: Vec::new(),
-        network_max: Vec::new(),
         y: Vec::new(),
         case: Vec::new(),
         lesion: Vec::new(),
@@ -124,7 +128,6 @@ fn rows(set: &CandidateSet) -> Rows {
     for (ci, c) in set.cases.iter().enumerate() {
         for cand in c.result.candidates.iter().filter(|k| !k.near_lesion) {
             r.x.extend(cand.features.iter().map(|&v| v as f64));
-            r.network_max.push(cand.network_max);
             r.y.push(f64::from(u8::from(cand.lesion.is_some())));
             r.case.push(ci);
             r.lesion.push(cand.lesion.unwrap_or(0));
@@ -271,12 +274,7 @@ impl LesionClassifier {
         // The operating threshold: the lowest score at which the validation
         // cases stay within the false-positive budget.
         let v = rows(validation);
-        let vs: Vec<f32> = c
-            .score_rows(&v.x)
-            .into_iter()
-            .zip(&v.network_max)
-            .map(|(score, &p)| rescue(score, p))
-            .collect();
+        let vs = c.score_rows(&v.x);
         let budget = (config.target_fp_per_case * validation.cases.len() as f64).floor() as usize;
         let mut sorted = vs.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));

@@ -8,9 +8,9 @@
 //!    contract's extent threshold, each scored by the classifier;
 //! 2. a network component's confidence is the best score of the
 //!    candidates in it or touching it, and never below the network's own
-//!    maximum probability ([`rescue`]: the classifier adds and ranks, it
-//!    does not veto what the network is sure of — fitted on metastases, it
-//!    scored meningiomas low); its mask is the network's;
+//!    confidence ([`network_confidence`]: a lesion the network delivers
+//!    alone stays delivered; the classifier adds and ranks, it does not
+//!    veto); its mask is the network's;
 //! 3. a candidate that touches no component and scores at least
 //!    [`local_floor`] becomes a lesion of its own with a local mask: the
 //!    voxels connected to its peak, within √3·σ + 1 mm of it (σ its blob
@@ -20,7 +20,7 @@
 use delineate_imaging::{label_components, Connectivity, Volume};
 
 use crate::candidates::{component_peaks, find_candidates, Candidate};
-use crate::classifier::{rescue, LesionClassifier};
+use crate::classifier::{network_confidence, LesionClassifier};
 use crate::intracranial::inside;
 use crate::segment::ModelGridLesions;
 
@@ -33,7 +33,8 @@ pub fn local_floor(classifier: &LesionClassifier) -> f32 {
 
 /// Lesions on the model grid with the classifier's confidences.
 /// `within`: where candidates may be (the cavity, or the head); `mask`:
-/// the cavity for the keep rule, when applied.
+/// the cavity for the keep rule, when applied; `network_threshold`: the
+/// network's own operating threshold (its contract's).
 pub fn classified_lesions(
     classifier: &LesionClassifier,
     normalised: &Volume<f32>,
@@ -41,6 +42,7 @@ pub fn classified_lesions(
     within: &Volume<u8>,
     mask: Option<&Volume<u8>>,
     extent: f32,
+    network_threshold: f32,
 ) -> ModelGridLesions {
     let s = probability.geometry().size;
     let idx = |p: [usize; 3]| p[0] + s[0] * (p[1] + s[1] * p[2]);
@@ -57,17 +59,14 @@ pub fn classified_lesions(
         &seeds,
     );
     let features: Vec<Vec<f32>> = candidates.iter().map(|c| c.features.clone()).collect();
-    let scores: Vec<f32> = classifier
-        .score(&features)
-        .into_iter()
-        .zip(&candidates)
-        .map(|(score, c)| rescue(score, c.network_max))
-        .collect();
-    // A network lesion keeps at least the network's own confidence.
+    let scores = classifier.score(&features);
+    // A network lesion keeps at least the network's own confidence, on the
+    // classifier's scale.
     let mut confidence = vec![0f32; n + 1];
     for (&l, &p) in labels.as_slice().iter().zip(probability.as_slice()) {
         if l > 0 {
-            confidence[l as usize] = confidence[l as usize].max(p);
+            let c = network_confidence(p, network_threshold, classifier.operating_threshold);
+            confidence[l as usize] = confidence[l as usize].max(c);
         }
     }
     let floor = local_floor(classifier);

@@ -352,6 +352,7 @@ pub fn segment_staged(
                 within,
                 cavity,
                 extent,
+                c.operating_threshold,
             );
             timings.push(("classifier", t.elapsed().as_secs_f64()));
             parts
