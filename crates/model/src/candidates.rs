@@ -96,37 +96,10 @@ pub fn find_candidates(
     seeds: &[[usize; 3]],
 ) -> Vec<Candidate> {
     let g = normalised.geometry();
-    let s = g.size;
     let near_max = |ijk: [usize; 3]| probability.map_or(0.0, |p| max_near(p, ijk, 2));
     let mut out: Vec<Candidate> = Vec::new();
-    if let Some(p) = probability {
-        let cc = label_components(
-            p,
-            Connectivity::TwentySix,
-            |&v| v > opts.network_threshold,
-            false,
-        );
-        let mut peak = vec![(f32::MIN, 0usize); cc.stats.len() + 1];
-        for (i, (&l, &v)) in cc.labels.as_slice().iter().zip(p.as_slice()).enumerate() {
-            if l > 0 && v > peak[l as usize].0 {
-                peak[l as usize] = (v, i);
-            }
-        }
-        for &(_, i) in &peak[1..] {
-            let ijk = [i % s[0], (i / s[0]) % s[1], i / (s[0] * s[1])];
-            out.push(Candidate {
-                ijk,
-                blob_response: None,
-                sigma_mm: None,
-                network_max: near_max(ijk),
-                from_network: true,
-                features: Vec::new(),
-                lesion: None,
-                near_lesion: false,
-            });
-        }
-    }
-    for &ijk in seeds {
+    let peaks = probability.map_or_else(Vec::new, |p| component_peaks(p, opts.network_threshold));
+    for ijk in peaks.into_iter().chain(seeds.iter().copied()) {
         if !out.iter().any(|c| c.ijk == ijk) {
             out.push(Candidate {
                 ijk,
