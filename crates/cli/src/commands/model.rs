@@ -1,7 +1,7 @@
 //! `delineate model`: put stages into a model file (the intracranial
 //! network, the lesion classifier).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use delineate_model::candidates::CandidateSet;
@@ -55,6 +55,18 @@ pub enum ModelCommand {
     },
 }
 
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Writes a model file whole, or not at all.
+fn write(out: &Path, bytes: &[u8]) -> Result<()> {
+    delineate_imaging::atomic::write_atomically(out, ".dlm", |p, _| {
+        std::fs::write(p, bytes).map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
+
 pub fn run(cmd: &ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::Attach {
@@ -62,14 +74,9 @@ pub fn run(cmd: &ModelCommand) -> Result<()> {
             intracranial,
             out,
         } => {
-            let m = std::fs::read(model)
-                .with_context(|| format!("{}: cannot read", model.display()))?;
-            let s = std::fs::read(intracranial)
-                .with_context(|| format!("{}: cannot read", intracranial.display()))?;
+            let (m, s) = (read(model)?, read(intracranial)?);
             let bytes = modelfile::attach(&m, model, StageKind::Intracranial, &s, intracranial)?;
-            delineate_imaging::atomic::write_atomically(out, ".dlm", |p, _| {
-                std::fs::write(p, &bytes).map_err(|e| e.to_string())
-            })?;
+            write(out, &bytes)?;
             println!(
                 "wrote {} ({} bytes): {} with the intracranial stage {}",
                 out.display(),
@@ -87,8 +94,7 @@ pub fn run(cmd: &ModelCommand) -> Result<()> {
             seed,
             target_fp,
         } => {
-            let m = std::fs::read(model)
-                .with_context(|| format!("{}: cannot read", model.display()))?;
+            let m = read(model)?;
             let config = ClassifierConfig {
                 trees: *trees,
                 seed: *seed,
@@ -103,9 +109,7 @@ pub fn run(cmd: &ModelCommand) -> Result<()> {
                 &config,
             )?;
             let bytes = modelfile::attach_classifier(&m, model, &c)?;
-            delineate_imaging::atomic::write_atomically(out, ".dlm", |p, _| {
-                std::fs::write(p, &bytes).map_err(|e| e.to_string())
-            })?;
+            write(out, &bytes)?;
             let s = &c.summary;
             println!(
                 "fitted on {} candidates ({} lesions) of {} cases; on {} validation cases: recall {:.2} at {:.2} false positives per case, operating threshold {:.3}",
