@@ -21,6 +21,10 @@ Sets (written by `delineate synth` into WORKDIR when missing):
   train-rand  training backgrounds, randomised grids        --seed 6202 --randomise
   mni-1mm     MNI152 (never in training), clinical grids     --seed 6303
   mni-rand    MNI152, randomised acquisitions                --seed 6404 --randomise
+  train-1mm-fat   as train-1mm with 2-4 lesion-like nodules in scalp and
+                  orbital fat per case   --seed 6505 --extracranial-lookalikes 2-4
+  train-rand-fat  as train-rand with the same nodules   --seed 6606
+(MNI152 is skull-stripped: it has no scalp or orbit to place nodules in.)
 """
 import json
 import os
@@ -36,6 +40,10 @@ SETS = [
     ("train-rand", ["--seed", "6202", "--background", "all", "--randomise"]),
     ("mni-1mm", ["--seed", "6303", "--background", "mni152"]),
     ("mni-rand", ["--seed", "6404", "--background", "mni152", "--randomise"]),
+    ("train-1mm-fat", ["--seed", "6505", "--background", "all", "--grid", "1mm",
+                       "--extracranial-lookalikes", "2-4"]),
+    ("train-rand-fat", ["--seed", "6606", "--background", "all", "--randomise",
+                        "--extracranial-lookalikes", "2-4"]),
 ]
 CASES = 8
 

@@ -21,6 +21,9 @@ pub const LOOKALIKE_VESSEL: u8 = 1;
 /// Venous sinuses, choroid plexus, dura and falx (the template's
 /// enhancement above [`LOOKALIKE_ENHANCEMENT`]).
 pub const LOOKALIKE_STRUCTURE: u8 = 2;
+/// Label of a look-alike nodule beyond the skull (scalp or orbital fat) in
+/// `lookalikes.nii.gz`.
+pub const LOOKALIKE_EXTRACRANIAL: u8 = 3;
 /// Enhancement (white-matter units) above which a normal structure counts
 /// as a look-alike.
 pub const LOOKALIKE_ENHANCEMENT: f32 = 0.3;
@@ -102,8 +105,8 @@ pub struct Rendered {
     /// The intracranial cavity ([`intracranial_at`], lesions and dural
     /// tails added): the target of the intracranial-mask network.
     pub intracranial: Volume<u8>,
-    /// Where look-alikes are ([`LOOKALIKE_VESSEL`], [`LOOKALIKE_STRUCTURE`];
-    /// never on a lesion voxel).
+    /// Where look-alikes are ([`LOOKALIKE_VESSEL`], [`LOOKALIKE_STRUCTURE`],
+    /// [`LOOKALIKE_EXTRACRANIAL`]; never on a lesion voxel).
     pub lookalikes: Volume<u8>,
     /// Sum of partial-volume occupancy per lesion (voxels).
     pub occupancy: Vec<f64>,
@@ -262,9 +265,13 @@ pub fn render(
                         let p = &mut img[i + j * s[0] + k * nxy];
                         *p = *p * (1.0 - occ as f32) + (occ * v.intensity) as f32;
                         if occ >= 0.5 {
-                            looks[i + j * s[0] + k * nxy] = LOOKALIKE_VESSEL;
-                            vsum.0 += *p as f64;
-                            vsum.1 += 1;
+                            looks[i + j * s[0] + k * nxy] = if v.outside_skull {
+                                LOOKALIKE_EXTRACRANIAL
+                            } else {
+                                vsum.0 += *p as f64;
+                                vsum.1 += 1;
+                                LOOKALIKE_VESSEL
+                            };
                         }
                     }
                 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::acquire::{render, scanner_grid, Acquisition, LOOKALIKE_STRUCTURE, LOOKALIKE_VESSEL};
 use crate::deform::{CaseMap, DeformSummary};
 use crate::lesions::{plan_lesions, Texture};
-use crate::lookalikes::random_vessels;
+use crate::lookalikes::{extracranial_nodules, random_vessels};
 use crate::params::{Kind, SynthParams};
 use crate::randomise::{draw_grid, Artefacts, Contrast, Plane};
 use crate::sample::{add, sub, WorldToIndex, V3};
@@ -42,6 +42,19 @@ pub struct LesionRecord {
     pub dural_tail: bool,
 }
 
+/// Seed offset of the stream that places nodules beyond the skull.
+const EXTRACRANIAL_STREAM: u64 = 0x5CA1_F00D_0E1B_17A7;
+
+/// A look-alike nodule beyond the skull, as listed in `lesions.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExtracranialRecord {
+    /// "scalp-fat" or "orbit-fat".
+    pub site: &'static str,
+    /// Centre (LPS mm).
+    pub centre_mm: V3,
+    pub radius_mm: f64,
+}
+
 /// What a case contains besides its lesions.
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseRecord {
@@ -56,6 +69,9 @@ pub struct CaseRecord {
     /// Enhancing look-alikes drawn for this case (besides sinuses, choroid
     /// plexus and dura, which every case has).
     pub vessels: usize,
+    /// Nodules placed beyond the skull (`--extracranial-lookalikes`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extracranial_lookalikes: Vec<ExtracranialRecord>,
     /// Mean noiseless intensity of vessel voxels and of white matter.
     pub vessel_enhancement: f64,
     pub white_matter: f64,
@@ -174,6 +190,14 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         skull_stripped_voxels,
     };
     let noise_seed: u64 = rng.random();
+    let mut vessels = vessels;
+    let [lo_n, hi_n] = p.extracranial_lookalikes;
+    if hi_n > 0 && acq.skull_stripped_voxels.is_none() {
+        let mut own = ChaCha8Rng::seed_from_u64(seed ^ EXTRACRANIAL_STREAM);
+        let n = own.random_range(lo_n.min(hi_n)..=hi_n);
+        let to_case = |x: V3| map.to_case(x);
+        vessels.extend(extracranial_nodules(&mut own, &t.extracranial, &to_case, n));
+    }
     let r = render(t, &map, &plan.lesions, &vessels, &geom, &acq, noise_seed);
     // Wrap-around may have cropped the grid.
     let geom = r.image.geometry().clone();
@@ -234,7 +258,19 @@ pub fn generate_case(t: &Template, p: &SynthParams, name: &str, seed: u64) -> Sy
         lesions: records,
         acquisition: acq,
         deformation: map.summary.clone(),
-        vessels: vessels.len(),
+        vessels: vessels.iter().filter(|v| !v.outside_skull).count(),
+        extracranial_lookalikes: vessels
+            .iter()
+            .filter(|v| v.outside_skull)
+            .map(|v| ExtracranialRecord {
+                site: v.kind,
+                centre_mm: {
+                    let (lo, hi) = v.shape.bounds();
+                    [0, 1, 2].map(|a| round3((lo[a] + hi[a]) / 2.0))
+                },
+                radius_mm: round3(v.radius_mm),
+            })
+            .collect(),
         vessel_enhancement: round3(r.vessel_mean),
         white_matter: round3(r.wm_mean),
         lookalike_voxels: [LOOKALIKE_VESSEL, LOOKALIKE_STRUCTURE]

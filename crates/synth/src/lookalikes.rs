@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::sample::{add, dot, norm, normalize, scale, sub, WorldToIndex, V3};
 use crate::shapes::Shape;
-use crate::template::{Frame, CSF, GM};
+use crate::template::{Extracranial, Frame, CSF, GM};
 
 /// Enhancement added to the template's T1 (white matter = 1) by structure.
 const SINUS_ENHANCEMENT: f32 = 1.5;
@@ -180,9 +180,46 @@ pub struct Vessel {
     pub shape: Shape,
     /// Intensity relative to white matter.
     pub intensity: f64,
-    /// "cortical" (along the surface) or "through-plane" (short, vertical).
+    /// "cortical" (along the surface), "through-plane" (vertical), or a
+    /// nodule beyond the skull: "scalp-fat" or "orbit-fat".
     pub kind: &'static str,
     pub radius_mm: f64,
+    /// Beyond the skull (labelled [`crate::acquire::LOOKALIKE_EXTRACRANIAL`]).
+    pub outside_skull: bool,
+}
+
+/// Lesion-like nodules beyond the skull: round, 3–9 mm across, as bright
+/// as enhancing lesions, in scalp fat or (two in five) in orbital and
+/// facial fat. What an intracranial mask must keep out of the result;
+/// `to_case` maps template points to the case.
+pub fn extracranial_nodules(
+    rng: &mut ChaCha8Rng,
+    sites: &Extracranial,
+    to_case: &dyn Fn(V3) -> V3,
+    count: usize,
+) -> Vec<Vessel> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let orbit = !sites.orbit.is_empty() && (sites.scalp.is_empty() || rng.random_bool(0.4));
+        let (pts, kind) = if orbit {
+            (&sites.orbit, "orbit-fat")
+        } else {
+            (&sites.scalp, "scalp-fat")
+        };
+        if pts.is_empty() {
+            break;
+        }
+        let c = to_case(pts[rng.random_range(0..pts.len())]);
+        let r = rng.random_range(1.5..4.5);
+        out.push(Vessel {
+            shape: Shape::sphere(c, r),
+            intensity: rng.random_range(1.5..2.2),
+            kind,
+            radius_mm: r,
+            outside_skull: true,
+        });
+    }
+    out
 }
 
 /// Draws cortical and through-plane vessels for one case. `brain_at`
@@ -237,6 +274,7 @@ pub fn random_vessels(
             intensity: rng.random_range(1.4..2.0),
             kind: "cortical",
             radius_mm: r0,
+            outside_skull: false,
         });
     }
     if !deep_points.is_empty() {
@@ -263,6 +301,7 @@ pub fn random_vessels(
                 intensity: rng.random_range(1.4..2.0),
                 kind: "through-plane",
                 radius_mm: r,
+                outside_skull: false,
             });
         }
     }

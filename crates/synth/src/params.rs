@@ -97,6 +97,12 @@ pub struct SynthParams {
     /// when 0, so datasets without it are unchanged.
     #[serde(default)]
     pub skull_strip_p: f64,
+    /// How many lesion-like nodules to place in scalp and orbital fat per
+    /// case (a range; [`crate::lookalikes::extracranial_nodules`]), none
+    /// in skull-stripped cases. Drawn from a stream of their own, so cases
+    /// are otherwise the same with and without them.
+    #[serde(default)]
+    pub extracranial_lookalikes: [usize; 2],
 }
 
 /// Default of [`SynthParams::through_plane_half_mm`].
@@ -143,6 +149,7 @@ impl Default for SynthParams {
             randomisation: None,
             through_plane_half_mm: default_through_plane(),
             skull_strip_p: 0.0,
+            extracranial_lookalikes: [0, 0],
         }
     }
 }

@@ -150,7 +150,26 @@ pub struct Template {
     pub junction: [Vec<V3>; 3],
     /// Points just outside the brain surface (LPS mm): the dura.
     pub dura: Vec<V3>,
+    /// Bright head tissue beyond the skull (LPS mm), where fat lies: the
+    /// scalp, and the orbits and face (anterior skull base). Where
+    /// `synth --extracranial-lookalikes` places lesion-like nodules.
+    pub extracranial: Extracranial,
 }
+
+/// Sites outside the cranial cavity for look-alike nodules.
+#[derive(Clone, Debug, Default)]
+pub struct Extracranial {
+    pub scalp: Vec<V3>,
+    /// Anterior and inferior to the brain: orbital and facial fat.
+    pub orbit: Vec<V3>,
+}
+
+/// Distance (voxels) beyond the widest cavity (the closed brain with the
+/// enhancing structures next to it) that a nodule's centre keeps: past the
+/// inner table, the diploe and the outer table, and a nodule's radius.
+const BEYOND_SKULL_VOXELS: usize = 9;
+/// Distance (voxels) a nodule's centre keeps from the air.
+const INSIDE_HEAD_VOXELS: usize = 3;
 
 impl Template {
     /// Loads the requested anatomy. For [`TemplateSource::Default`] without
@@ -342,6 +361,7 @@ impl Template {
             )));
         }
         let enhance = template_enhancement(&tissue, &brain_soft, &hull_soft, &frame, center);
+        let extracranial = extracranial_sites(&t1n, &tissue, &hull_soft, &frame);
         Ok(Self {
             name: name.to_string(),
             procedural: false,
@@ -357,8 +377,52 @@ impl Template {
             head_max: hhi,
             junction,
             dura,
+            extracranial,
         })
     }
+}
+
+/// Bright voxels (fat on T1: at least white matter's intensity) of the
+/// head well beyond the closed brain and away from the air, every fifth
+/// one, split by site.
+fn extracranial_sites(
+    t1: &Volume<f32>,
+    tissue: &Volume<u8>,
+    hull_soft: &Volume<f32>,
+    frame: &Frame,
+) -> Extracranial {
+    let g = tissue.geometry();
+    let widest = hull_soft.map(|&h| h >= crate::acquire::INTRACRANIAL_STRUCTURE_HULL);
+    let near = dilate(&widest, Connectivity::Six, BEYOND_SKULL_VOXELS);
+    let head = erode(
+        &tissue.map(|&t| t != AIR),
+        Connectivity::Six,
+        INSIDE_HEAD_VOXELS,
+    );
+    let s = g.size;
+    let mut out = Extracranial::default();
+    for k in 0..s[2] {
+        for j in 0..s[1] {
+            for i in 0..s[0] {
+                let lin = i + j * s[0] + k * s[0] * s[1];
+                if lin % 5 != 0
+                    || near.as_slice()[lin]
+                    || !head.as_slice()[lin]
+                    || t1.as_slice()[lin] < 1.0
+                {
+                    continue;
+                }
+                let p = g.index_to_world([i as f64, j as f64, k as f64]);
+                let [_, y, z] = frame.to_mni(p);
+                if y > 20.0 && z < 0.0 {
+                    out.orbit.push(p);
+                } else {
+                    out.scalp.push(p);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn brainstem_points(tissue: &Volume<u8>, frame: &Frame) -> Vec<V3> {

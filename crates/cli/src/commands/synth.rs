@@ -88,6 +88,13 @@ pub struct SynthArgs {
     /// set to air, as in BraTS): training data for the intracranial mask.
     #[arg(long, default_value_t = 0.0)]
     pub skull_strip_p: f64,
+    /// Lesion-like nodules (3–9 mm, as bright as enhancing lesions) placed
+    /// in scalp and orbital fat per case, as a count or a range (e.g. 2-4):
+    /// look-alikes beyond the skull that the intracranial mask must keep
+    /// out of a result (labelled 3 in lookalikes.nii.gz, listed in
+    /// lesions.json). None in skull-stripped cases.
+    #[arg(long, default_value = "0")]
+    pub extracranial_lookalikes: String,
     /// Acquisition grids to draw from: 1mm, 0.9x0.9x1, 0.5x0.5x2.
     #[arg(long, value_delimiter = ',')]
     pub grid: Vec<String>,
@@ -167,6 +174,11 @@ pub fn params(a: &SynthArgs) -> Result<SynthParams> {
         bail!("--skull-strip-p: must lie in 0-1");
     }
     p.skull_strip_p = a.skull_strip_p;
+    let n = range(&a.extracranial_lookalikes, "extracranial-lookalikes")?;
+    if n[1] > 20.0 || n.iter().any(|v| v.fract() != 0.0) {
+        bail!("--extracranial-lookalikes: a whole number or range within 0-20");
+    }
+    p.extracranial_lookalikes = n.map(|v| v as usize);
     p.snr = range(&a.snr, "snr")?;
     if p.snr[0] < 1.0 {
         bail!("--snr: must be at least 1");
