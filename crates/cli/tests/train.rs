@@ -73,9 +73,14 @@ fn trains_writes_a_self_describing_model_and_resumes() {
         "checkpoint.bin",
         "model.dlm",
         "best.dlm",
+        "splits.json",
     ] {
         assert!(run.join(f).is_file(), "{f}");
     }
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("splits.json")).unwrap()).unwrap();
+    assert_eq!(split["train"].as_array().unwrap().len(), 2, "{split}");
+    assert_eq!(split["validation"].as_array().unwrap().len(), 1, "{split}");
     // The model file: magic, JSON description, weights.
     let bytes = std::fs::read(run.join("model.dlm")).unwrap();
     assert_eq!(&bytes[..16], b"DELINEATE-MODEL\n");
@@ -105,6 +110,14 @@ fn trains_writes_a_self_describing_model_and_resumes() {
     // Same folder again: refused without --resume; with it, training goes on.
     let e = fails(&args);
     assert!(e.contains("--resume"), "{e}");
+    // A resume with another fold would validate on a case it trained on.
+    let mut other: Vec<&str> = base.to_vec();
+    other.extend(["--epochs", "2", "--resume", "--fold", "1"]);
+    let e = fails(&other);
+    assert!(
+        e.contains("splits.json") && e.contains("another split"),
+        "{e}"
+    );
     let mut more: Vec<&str> = base.to_vec();
     more.extend(["--epochs", "2", "--resume"]);
     let out = ok(&more);

@@ -23,6 +23,7 @@ pub mod result;
 pub mod sampling;
 pub mod second_stage;
 pub mod segment;
+pub mod split;
 pub mod train;
 pub mod trainer;
 pub mod unet;
@@ -49,4 +50,20 @@ pub enum Error {
     Dicom(#[from] delineate_dicom::Error),
     #[error("{0}")]
     Input(String),
+    /// A file could not be read or written.
+    #[error("{}: cannot {what}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file is not what it should be.
+    #[error("{}: not a valid {what}", path.display())]
+    Json {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }

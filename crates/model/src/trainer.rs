@@ -32,6 +32,7 @@ use crate::engine::{Engine, EngineKind, HostBatch, OptimizerChoice};
 use crate::modelfile::{self, ModelInfo};
 use crate::network::{Network, NetworkConfig};
 use crate::sampling::{Negatives, PatchSampler, Sampling};
+use crate::split::Split;
 use crate::train::LossKind;
 use crate::Error;
 
@@ -255,16 +256,27 @@ fn read_checkpoint(run: &Path) -> Result<(CheckpointHeader, Vec<u8>, Vec<u8>), E
     Ok((header, model, optim))
 }
 
-/// Trains on `cases` into `run` (created) with `engine` (its initial
-/// weights from the seed). With `resume`, continues from
-/// `run/checkpoint.bin`, which must come from the same options (either
-/// engine may have written it).
+/// Where a run lives and how it starts.
+#[derive(Clone, Copy, Debug)]
+pub struct RunDir<'a> {
+    /// The run folder (created).
+    pub path: &'a Path,
+    /// Continue from `path/checkpoint.bin`.
+    pub resume: bool,
+    /// The run's split, bound to the folder as `splits.json`: a resume with
+    /// another split is refused ([`Split::bind`]).
+    pub split: Option<&'a Split>,
+}
+
+/// Trains on `cases` into `run` with `engine` (its initial weights from
+/// the seed). With `run.resume`, continues from `checkpoint.bin`, which
+/// must come from the same options (either engine may have written it)
+/// and the same split.
 pub fn train(
     engine: Box<dyn Engine>,
     cases: Arc<Vec<Case>>,
     opts: &TrainOptions,
-    run: &Path,
-    resume: bool,
+    run: RunDir<'_>,
     validate: Option<Validate<'_>>,
     on_progress: &dyn Fn(&Progress),
 ) -> Result<TrainSummary, Error> {
@@ -272,8 +284,9 @@ pub fn train(
         engine,
         cases,
         opts,
-        run,
-        resume,
+        run: run.path,
+        resume: run.resume,
+        split: run.split,
         validate,
         on_progress,
     })
@@ -286,6 +299,7 @@ struct Session<'a> {
     opts: &'a TrainOptions,
     run: &'a Path,
     resume: bool,
+    split: Option<&'a Split>,
     validate: Option<Validate<'a>>,
     on_progress: &'a dyn Fn(&Progress),
 }
@@ -297,6 +311,7 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
         opts,
         run,
         resume,
+        split,
         validate,
         on_progress,
     } = session;
@@ -346,6 +361,9 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             "{}: a run is already here; use --resume to continue it, or another --out",
             run.display()
         )));
+    }
+    if let Some(split) = split {
+        split.bind(run, resume)?;
     }
     let engine_kind = engine.kind();
     let opts_run = TrainOptions {

@@ -17,7 +17,7 @@ use delineate_model::infer::TilePredictor;
 use delineate_model::modelfile::{self, ModelInfo, FORMAT_VERSION};
 use delineate_model::network::NetworkConfig;
 use delineate_model::segment::{lesions_on_model_grid, segment, SegmentOptions};
-use delineate_model::trainer::{train, Validation};
+use delineate_model::trainer::{train, RunDir, Validation};
 use delineate_model::Error;
 
 /// Lesions of the synthetic head: LPS centre (mm) and radius (mm).
@@ -335,7 +335,12 @@ fn model_selection_picks_a_later_better_model_with_its_threshold() {
     )
     .unwrap();
     let run = tmp.path().join("run");
-    train(e, Arc::new(cases), &opts, &run, false, Some(&val), &|_| {}).unwrap();
+    let dir = RunDir {
+        path: &run,
+        resume: false,
+        split: None,
+    };
+    train(e, Arc::new(cases), &opts, dir, Some(&val), &|_| {}).unwrap();
     assert_eq!(*calls.lock().unwrap(), 4);
     let dev = Default::default();
     let (_, best) =

@@ -12,7 +12,7 @@ use delineate_model::backend::Cpu;
 use delineate_model::contract::Preprocessing;
 use delineate_model::data::{case_folders, load_case, Case};
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
-use delineate_model::trainer::{train, TrainOptions, TrainSummary};
+use delineate_model::trainer::{train, RunDir, TrainOptions, TrainSummary};
 use support::{tiny_dataset, tiny_options};
 
 fn cases(dir: &Path, n: usize) -> Arc<Vec<Case>> {
@@ -40,7 +40,18 @@ fn run(
         opts.optimizer,
         opts.seed,
     )?;
-    train(e, cases.clone(), opts, out, resume, None, &|_| {})
+    train(
+        e,
+        cases.clone(),
+        opts,
+        RunDir {
+            path: out,
+            resume,
+            split: None,
+        },
+        None,
+        &|_| {},
+    )
 }
 
 /// Logits of a fixed input through a run's model file.

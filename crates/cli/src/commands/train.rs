@@ -14,11 +14,10 @@ use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
 use delineate_model::intracranial::Target;
 use delineate_model::network::{Network, NetworkConfig};
 use delineate_model::sampling::Sampling;
+use delineate_model::split::{Role, Split, SplitConfig};
 use delineate_model::train::LossKind;
-use delineate_model::trainer::{train, TrainOptions, TrainSummary, Validate};
+use delineate_model::trainer::{train, RunDir, TrainOptions, TrainSummary, Validate};
 use delineate_model::validate::{validate, ValCase, ValidationOptions, TARGET_FP_PER_CASE};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 
 /// Train the 3D U-Net, V-Net or DeepMedic on cases (NIfTI or DICOM + RTSTRUCT).
 ///
@@ -142,7 +141,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub fold: usize,
     /// Cases kept out of training and validation altogether (a test set,
-    /// chosen by the seed; listed in OUT/holdout.json).
+    /// chosen by the seed). The whole split is written to OUT/splits.json,
+    /// and --resume with another split is refused.
     #[arg(long, default_value_t = 0)]
     pub holdout: usize,
     /// False positives per case allowed at the operating threshold chosen
@@ -235,9 +235,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         bail!("--spacing must be positive");
     }
-    if a.folds == 1 || (a.folds > 0 && a.fold >= a.folds) {
-        bail!("--fold must lie in 0..--folds, and --folds is 0 (no validation) or at least 2");
-    }
     let loss = LossKind::parse(&a.loss).context("--loss")?;
     let sampling = match a.sampling.as_str() {
         "tumor" => Sampling::Tumor { p: a.lesion_p },
@@ -285,17 +282,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             if leaked.len() > 3 { ", …" } else { "" }
         );
     }
-    // Patient-wise split: shuffle names with the seed, fold k of K held out.
-    let mut order: Vec<usize> = (0..folders.len()).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
-    // The first --holdout cases of that order are a test set, used by no fold.
-    let position = |i: usize| order.iter().position(|&o| o == i).unwrap_or(0);
-    let is_test = |i: usize| position(i) < a.holdout;
-    let is_val =
-        |i: usize| a.folds > 0 && (position(i) - a.holdout.min(position(i))) % a.folds == a.fold;
-    if a.holdout >= folders.len() {
-        bail!("--holdout {}: only {} cases", a.holdout, folders.len());
-    }
+    let names: Vec<String> = folders.iter().map(|c| c.name.clone()).collect();
+    let split = Split::draw(
+        &names,
+        SplitConfig {
+            seed: a.seed,
+            folds: a.folds,
+            fold: a.fold,
+            holdout: a.holdout,
+        },
+    )
+    .with_context(|| format!("splitting {}", a.data.display()))?;
     let cache = a
         .cache
         .clone()
@@ -305,15 +302,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     pb.set_length(folders.len() as u64);
     let mut train_cases = Vec::new();
     let mut val_cases = Vec::new();
-    let mut test_names = Vec::new();
-    for (i, case) in folders.iter().enumerate() {
+    for case in &folders {
         let name = &case.name;
-        if is_test(i) {
-            test_names.push(name.clone());
+        let role = split.role(name);
+        if role == Some(Role::Test) {
             pb.inc(1);
             continue;
         }
-        if is_val(i) {
+        if role == Some(Role::Validation) {
             // Validation is deployment: the case as acquired.
             let raw = read_case(case).with_context(|| format!("case {name}"))?;
             val_cases.push(ValCase {
@@ -337,20 +333,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    if a.holdout > 0 {
-        std::fs::create_dir_all(&a.out)
-            .with_context(|| format!("{}: cannot create", a.out.display()))?;
-        let list = serde_json::json!({ "seed": a.seed, "holdout": test_names });
-        std::fs::write(a.out.join("holdout.json"), format!("{list:#}\n"))
-            .with_context(|| format!("{}: cannot write holdout.json", a.out.display()))?;
-    }
-    if train_cases.is_empty() {
-        bail!(
-            "{}: no training cases left after holding out fold {}",
-            a.data.display(),
-            a.fold
-        );
-    }
     if a.widths
         .as_ref()
         .is_some_and(|w| w.is_empty() || w.contains(&0))
@@ -415,7 +397,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         opts.optimizer,
         opts.seed,
     )?;
-    let summary = fit(engine, a, &opts, train_cases, &val_cases)?;
+    let summary = fit(engine, a, &opts, &split, train_cases, &val_cases)?;
     println!(
         "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
         summary.iterations,
@@ -434,6 +416,7 @@ fn fit(
     engine: Box<dyn delineate_model::engine::Engine>,
     a: &TrainArgs,
     opts: &TrainOptions,
+    split: &Split,
     train_cases: Vec<delineate_model::data::Case>,
     val_cases: &[ValCase],
 ) -> Result<TrainSummary> {
@@ -469,8 +452,11 @@ fn fit(
         engine,
         Arc::new(train_cases),
         opts,
-        &a.out,
-        a.resume,
+        RunDir {
+            path: &a.out,
+            resume: a.resume,
+            split: Some(split),
+        },
         validate,
         &|p| {
             bar.set_position(p.iteration as u64);
