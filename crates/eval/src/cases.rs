@@ -214,39 +214,13 @@ fn load_segment_output(dir: &Path) -> Result<Prediction, Error> {
             dir.join("mask.nii.gz").display()
         ))
     })?;
-    let path = dir.join("lesions.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-    #[derive(serde::Deserialize)]
-    struct L {
-        id: u32,
-        /// The ranking score (the classifier's when the model has one);
-        /// older results have only the network's maximum probability.
-        confidence: Option<f64>,
-        max_probability: f64,
-    }
-    #[derive(serde::Deserialize)]
-    struct F {
-        lesions: Vec<L>,
-    }
-    let f: F = serde_json::from_str(&text).map_err(|e| {
-        Error::Input(format!(
-            "{}: not a delineate segment lesion list: {e}",
-            path.display()
-        ))
-    })?;
-    let n = f.lesions.iter().map(|l| l.id).max().unwrap_or(0) as usize;
+    // The ranking score (the classifier's when the model has one; older
+    // results rank by the network's maximum probability).
+    let manifest = delineate_dicom::ResultManifest::read(dir)?;
+    let n = manifest.lesions.iter().map(|l| l.id).max().unwrap_or(0) as usize;
     let mut confidence = vec![0.0; n];
-    for l in &f.lesions {
-        let c = l.confidence.unwrap_or(l.max_probability);
-        if l.id == 0 || !(0.0..=1.0).contains(&c) {
-            return Err(Error::Input(format!(
-                "{}: lesion {} has confidence {c}",
-                path.display(),
-                l.id,
-            )));
-        }
-        confidence[l.id as usize - 1] = c;
+    for l in &manifest.lesions {
+        confidence[l.id as usize - 1] = f64::from(l.confidence);
     }
     if let Some(&bad) = labels.as_slice().iter().find(|&&l| l as usize > n) {
         return Err(Error::Input(format!(

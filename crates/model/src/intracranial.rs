@@ -87,19 +87,8 @@ pub fn implausible(volume_ml: f64) -> Option<String> {
     None
 }
 
-/// What the stage did to one case (written into lesions.json).
-#[derive(Clone, Debug, Serialize)]
-pub struct IntracranialReport {
-    /// Whether candidates were filtered by the mask.
-    pub applied: bool,
-    pub volume_ml: f64,
-    /// Candidates (any confidence) dropped as lying outside the cavity.
-    pub removed_candidates: usize,
-    /// Of those, the ones that would have been delivered.
-    pub removed_delivered: usize,
-    /// Why the mask was not applied, when it was not.
-    pub warning: Option<String>,
-}
+/// What the stage did to a case (in the result's manifest).
+pub use delineate_dicom::manifest::IntracranialReport;
 
 /// The stage's mask of one case on the grids that need it.
 pub struct CaseMask {

@@ -8,8 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use delineate_dicom::manifest::{Grid, StageTiming, AI_DRAFT, MANIFEST_FILE};
 use delineate_dicom::{
-    write_mr_series, FixedUids, LesionSummary, ModelId, Provenance, SeriesMeta, SeriesWriteOptions,
+    write_mr_series, FixedUids, LesionSummary, ModelId, Provenance, ResultManifest, SeriesMeta,
+    SeriesWriteOptions,
 };
 use delineate_imaging::{write_nifti, AnyVolume, NiftiWriteOptions, Volume};
 
@@ -163,32 +165,48 @@ pub fn write_result(
         }
     }
     let result_id = delineate_dicom::build::new_uid();
-    let json = serde_json::json!({
-        "result_id": result_id,
-        "provenance": "AI draft, unreviewed",
-        "input": info.name,
-        "input_path": std::path::absolute(info.input_path).unwrap_or_else(|_| info.input_path.to_path_buf()),
-        "model": info.model.name,
-        "model_sha256": info.model.version,
-        "research_use_only": info.model.research_only,
-        "engine": info.engine,
-        "model_network": info.model_info.network,
-        "threshold": seg.threshold,
-        "contract": info.model_info.contract,
-        "tta": info.tta,
-        "windows": seg.windows,
-        "grid": {"size": image.geometry().size, "spacing_mm": image.geometry().spacing},
-        "uid_root": opts.uid_root,
-        "revision": opts.revision,
-        "lesions": lesions.list,
-        "timings_s": seg.timings.iter().map(|(s, t)| serde_json::json!({"stage": s, "seconds": t})).collect::<Vec<_>>(),
-        "warnings": seg.warnings,
-        "intracranial": seg.intracranial.as_ref().map(|i| &i.report),
-    });
-    let text = serde_json::to_string_pretty(&json)
-        .map_err(|e| Error::Input(format!("lesions.json: {e}")))?;
-    std::fs::write(dir.join("lesions.json"), text + "\n")
-        .map_err(|e| Error::Input(format!("{}: cannot write lesions.json: {e}", dir.display())))?;
+    let to_value = |what: &str, v: Result<serde_json::Value, serde_json::Error>| {
+        v.map_err(|e| Error::Input(format!("{}: cannot record the {what}: {e}", info.name)))
+    };
+    let manifest = ResultManifest {
+        result_id: result_id.clone(),
+        provenance: AI_DRAFT.into(),
+        input: info.name.to_string(),
+        input_path: std::path::absolute(info.input_path)
+            .unwrap_or_else(|_| info.input_path.to_path_buf()),
+        model: info.model.name.clone(),
+        model_sha256: info.model.version.clone(),
+        research_use_only: info.model.research_only,
+        engine: info.engine.to_string(),
+        model_network: to_value("network", serde_json::to_value(&info.model_info.network))?,
+        threshold: seg.threshold,
+        contract: to_value("contract", serde_json::to_value(&info.model_info.contract))?,
+        tta: info.tta,
+        windows: seg.windows,
+        grid: Grid {
+            size: image.geometry().size,
+            spacing_mm: image.geometry().spacing,
+        },
+        uid_root: opts.uid_root.clone(),
+        revision: opts.revision,
+        lesions: lesions.list.clone(),
+        timings: seg
+            .timings
+            .iter()
+            .map(|(s, t)| StageTiming {
+                stage: s.to_string(),
+                seconds: *t,
+            })
+            .collect(),
+        warnings: seg.warnings.clone(),
+        intracranial: seg.intracranial.as_ref().map(|i| i.report.clone()),
+    };
+    let path = dir.join(MANIFEST_FILE);
+    std::fs::write(&path, manifest.to_json()).map_err(|source| Error::Io {
+        what: "write the lesion list",
+        path,
+        source,
+    })?;
     staging.commit()?;
     Ok(Written {
         rtstruct,

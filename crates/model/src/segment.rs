@@ -31,7 +31,6 @@ use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
 use delineate_imaging::{
     label_components, resample_labels, resample_linear, Connectivity, Geometry, Volume,
 };
-use serde::Serialize;
 
 use crate::classifier::LesionClassifier;
 use crate::contract::{Contract, Crop};
@@ -78,25 +77,8 @@ pub struct IntracranialOutcome {
     pub mask: Volume<u8>,
 }
 
-/// One lesion.
-#[derive(Clone, Debug, Serialize)]
-pub struct Lesion {
-    /// Label in the mask; 1 = highest confidence.
-    pub id: u32,
-    /// Size on the input grid.
-    pub voxels: usize,
-    pub volume_mm3: f64,
-    pub equivalent_diameter_mm: f64,
-    /// Centroid in patient coordinates (LPS, mm).
-    pub centroid_lps_mm: [f64; 3],
-    /// What lesions are ranked and delivered by: the lesion classifier's
-    /// score when the model has that stage, otherwise `max_probability`.
-    pub confidence: f32,
-    /// The network's maximum probability over the lesion on the model grid.
-    pub max_probability: f32,
-    /// Mean probability over the lesion on the model grid.
-    pub mean_probability: f32,
-}
+/// One lesion, as the result's manifest lists it.
+pub use delineate_dicom::manifest::Lesion;
 
 /// Lesions with their instance mask (label n = lesions[n − 1]).
 #[derive(Clone)]

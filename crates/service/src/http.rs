@@ -169,13 +169,13 @@ async fn job(State(svc): State<Svc>, UrlPath(id): UrlPath<String>) -> Response {
         Err(r) => return r,
     };
     let out = svc.dirs.job(&id).join("out");
-    let lesions: serde_json::Value = std::fs::read(out.join("lesions.json"))
+    // A job without a result (queued, failed) has no stage times.
+    let timings = delineate_dicom::ResultManifest::read(&out)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
+        .map(|m| m.timings);
     let mut v = serde_json::to_value(&j).unwrap_or_default();
     v["deliveries"] = serde_json::to_value(deliveries).unwrap_or_default();
-    v["stages_s"] = lesions["timings_s"].clone();
+    v["stages_s"] = serde_json::to_value(timings).unwrap_or_default();
     v["queue_wait_s"] = j.started_at.map(|s| s - j.queued_at).into();
     v["turnaround_s"] = j.finished_at.map(|f| f - j.received_at).into();
     v["results"] = json!({

@@ -89,12 +89,8 @@ impl Case {
         reference: Option<&Path>,
     ) -> Result<Case, String> {
         let les_path = out.join("lesions.json");
-        let les: serde_json::Value = std::fs::read(&les_path)
-            .map_err(|e| format!("{}: {e}", les_path.display()))
-            .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", les_path.display()))
-            })?;
-        let recorded = les["input_path"].as_str().map(PathBuf::from);
+        let les = delineate_dicom::ResultManifest::read(&les_path).map_err(|e| e.to_string())?;
+        let recorded = Some(les.input_path.clone()).filter(|p| !p.as_os_str().is_empty());
         let image_path = image.map(Path::to_path_buf).or(recorded).ok_or_else(|| {
             format!(
                 "{}: no input_path recorded: give the image (--image)",
@@ -121,17 +117,9 @@ impl Case {
         }
         let image = image_vol.reorient("LPS").map_err(|e| e.to_string())?;
         let labels = mask.reorient("LPS").map_err(|e| e.to_string())?;
-        let lesions = lesion_views(&les["lesions"], &labels);
+        let lesions = lesion_views(&les.lesions, &labels);
         let window = percentiles(image.data().iter(), [0.01, 0.995]);
-        let text = |k: &str| les[k].as_str().unwrap_or_default().to_string();
-        let warnings: Vec<String> = les["warnings"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|w| w.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let warnings = les.warnings.clone();
         let mut case = Case {
             name: name.to_string(),
             image,
@@ -141,12 +129,16 @@ impl Case {
             reference: reference.map(Path::to_path_buf).or(dicom_ref),
             mask_path,
             window,
-            result_id: text("result_id"),
-            uid_root: les["uid_root"].as_str().map(String::from),
+            result_id: les.result_id.clone(),
+            uid_root: Some(les.uid_root.clone()).filter(|u| !u.is_empty()),
             model: delineate_dicom::ModelId {
-                name: les["model"].as_str().unwrap_or("unknown model").to_string(),
-                version: text("model_sha256"),
-                research_only: les["research_use_only"].as_bool().unwrap_or(false),
+                name: if les.model.is_empty() {
+                    "unknown model".into()
+                } else {
+                    les.model.clone()
+                },
+                version: les.model_sha256.clone(),
+                research_only: les.research_use_only,
             },
             notices: warnings
                 .iter()
@@ -277,7 +269,10 @@ impl Case {
     }
 }
 
-fn lesion_views(list: &serde_json::Value, labels: &Volume<u32>) -> Vec<LesionView> {
+fn lesion_views(
+    list: &[delineate_dicom::manifest::Lesion],
+    labels: &Volume<u32>,
+) -> Vec<LesionView> {
     let mut sums: HashMap<u32, ([f64; 3], u64)> = HashMap::new();
     for ((i, j, k), &l) in labels.data().indexed_iter() {
         if l > 0 {
@@ -289,25 +284,18 @@ fn lesion_views(list: &serde_json::Value, labels: &Volume<u32>) -> Vec<LesionVie
         }
     }
     let mut v: Vec<LesionView> = list
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
         .iter()
         .filter_map(|l| {
-            let id = l["id"].as_u64()? as u32;
-            let (s, n) = sums.get(&id)?;
+            let (s, n) = sums.get(&l.id)?;
             let c = |a: usize| (s[a] / *n as f64).round() as usize;
             Some(LesionView {
-                id,
+                id: l.id,
                 voxels: *n,
-                volume_mm3: l["volume_mm3"].as_f64().unwrap_or(0.0),
-                equivalent_diameter_mm: l["equivalent_diameter_mm"].as_f64().unwrap_or(0.0),
-                confidence: l["confidence"]
-                    .as_f64()
-                    .or_else(|| l["max_probability"].as_f64())
-                    .unwrap_or(0.0),
-                max_probability: l["max_probability"].as_f64().unwrap_or(0.0),
-                mean_probability: l["mean_probability"].as_f64().unwrap_or(0.0),
+                volume_mm3: l.volume_mm3,
+                equivalent_diameter_mm: l.equivalent_diameter_mm,
+                confidence: f64::from(l.confidence),
+                max_probability: f64::from(l.max_probability),
+                mean_probability: f64::from(l.mean_probability),
                 centre: [c(0), c(1), c(2)],
             })
         })

@@ -420,19 +420,8 @@ fn rayon_threads(svc: &Service) -> String {
 
 /// The number of delivered lesions and the warnings in `lesions.json`.
 fn read_lesions(path: &Path) -> Result<(usize, Vec<String>), String> {
-    let v: serde_json::Value = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| format!("{}: missing or not JSON", path.display()))?;
-    let warnings = v["warnings"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|w| w.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((v["lesions"].as_array().map_or(0, |a| a.len()), warnings))
+    let m = delineate_dicom::ResultManifest::read(path).map_err(|e| e.to_string())?;
+    Ok((m.lesions.len(), m.warnings))
 }
 
 /// Sends RT Structure Sets whose time has come, with exponential backoff
