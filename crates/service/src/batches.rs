@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{hex, insert_job, new_id, now, NewJob, Queue, SeriesKey, FAILED};
+use crate::queue::{hex, insert_job, new_id, now, JobState, NewJob, Queue, SeriesKey};
 use crate::Error;
 
 /// Where one instance lies (for the completeness check).
@@ -240,7 +240,7 @@ impl Queue {
             .query_row(
                 "SELECT id FROM jobs WHERE series_uid = ?1 AND content_hash = ?2 AND state != ?3
                  ORDER BY queued_at LIMIT 1",
-                params![series_uid, hash, FAILED],
+                params![series_uid, hash, JobState::Failed],
                 |r| r.get(0),
             )
             .optional()
@@ -254,7 +254,7 @@ impl Queue {
             .query_row(
                 "SELECT id, uid_root, revision FROM jobs WHERE series_uid = ?1 AND source = 'dicom'
                  AND state != ?2 ORDER BY revision DESC, queued_at DESC LIMIT 1",
-                params![series_uid, FAILED],
+                params![series_uid, JobState::Failed],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{now, Queue, AWAITING_REVIEW, DELIVERING, DONE, FAILED, REVIEWED, SUPERSEDED};
+use crate::queue::{now, JobState, Queue};
 use crate::Error;
 
 /// One structure set to one destination.
@@ -247,9 +247,9 @@ impl Queue {
             insert(tx, &e.job_id, d, &object, &e.path, &e.sop_uid, t).map_err(self.err())?;
         }
         let state = if destinations.is_empty() {
-            REVIEWED
+            JobState::Reviewed
         } else {
-            DELIVERING
+            JobState::Delivering
         };
         tx.execute(
             "UPDATE jobs SET state = ?2, finished_at = CASE WHEN ?2 = 'reviewed' THEN ?3 ELSE NULL END,
@@ -271,12 +271,12 @@ fn settle(tx: &Connection, job: &str, review_required: bool, t: f64) -> rusqlite
     if pending > 0 {
         return Ok(());
     }
-    let (state, lesions): (String, Option<i64>) = tx.query_row(
+    let (state, lesions): (JobState, Option<i64>) = tx.query_row(
         "SELECT state, lesions FROM jobs WHERE id = ?1",
         [job],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if state == SUPERSEDED {
+    if state == JobState::Superseded {
         return Ok(());
     }
     let failed: Vec<String> = {
@@ -295,15 +295,15 @@ fn settle(tx: &Connection, job: &str, review_required: bool, t: f64) -> rusqlite
     )?;
     let (state, error) = if !failed.is_empty() {
         (
-            FAILED,
+            JobState::Failed,
             Some(format!("not delivered to {}", failed.join(", "))),
         )
     } else if exported > 0 {
-        (REVIEWED, None)
+        (JobState::Reviewed, None)
     } else if review_required && lesions.unwrap_or(0) > 0 {
-        (AWAITING_REVIEW, None)
+        (JobState::AwaitingReview, None)
     } else {
-        (DONE, None)
+        (JobState::Done, None)
     };
     tx.execute(
         "UPDATE jobs SET state = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",

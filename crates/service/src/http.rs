@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::queue;
+use crate::queue::{self, JobState};
 use crate::{Counters, Service};
 
 type Svc = Arc<Service>;
@@ -207,7 +207,7 @@ async fn result_file(
         Ok(None) => return err(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(r) => return r,
     };
-    if j.state == queue::QUEUED || j.state == queue::RUNNING {
+    if j.state.before_result() {
         return err(
             StatusCode::CONFLICT,
             format!("job {id} is {}: no results yet", j.state),
@@ -271,12 +271,12 @@ pub fn prometheus(svc: &Service, s: &queue::Stats) -> String {
         "delineate_jobs",
         "gauge",
         "Jobs by state.",
-        state_lines(&s.jobs_by_state, &queue::JOB_STATES),
+        state_lines(&s.jobs_by_state, &JobState::ALL.map(JobState::as_str)),
     );
     let depth = s
         .jobs_by_state
         .iter()
-        .find(|(k, _)| k == queue::QUEUED)
+        .find(|(k, _)| k == JobState::Queued.as_str())
         .map_or(0, |(_, n)| *n);
     metric(
         "delineate_queue_depth",
@@ -287,7 +287,7 @@ pub fn prometheus(svc: &Service, s: &queue::Stats) -> String {
     let failed = s
         .jobs_by_state
         .iter()
-        .find(|(k, _)| k == queue::FAILED)
+        .find(|(k, _)| k == JobState::Failed.as_str())
         .map_or(0, |(_, n)| *n);
     metric(
         "delineate_job_failures",

@@ -31,6 +31,7 @@ pub mod deliveries;
 pub mod dimse;
 pub mod durable;
 pub mod http;
+pub mod job_state;
 pub mod queue;
 pub mod review;
 pub mod review_export;

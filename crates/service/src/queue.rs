@@ -71,29 +71,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     ("jobs", "purged_at", "REAL"),
 ];
 
-/// Job states.
-pub const QUEUED: &str = "queued";
-pub const RUNNING: &str = "running";
-pub const DELIVERING: &str = "delivering";
-pub const DONE: &str = "done";
-pub const FAILED: &str = "failed";
-/// Inferred; the destinations wait for a person's review.
-pub const AWAITING_REVIEW: &str = "awaiting_review";
-/// A reviewed export was made (and delivered where asked).
-pub const REVIEWED: &str = "reviewed";
-/// A later job on more of the same series replaced this one.
-pub const SUPERSEDED: &str = "superseded";
-/// Every job state, in the order of a job's life (what `/metrics` counts).
-pub const JOB_STATES: [&str; 8] = [
-    QUEUED,
-    RUNNING,
-    DELIVERING,
-    AWAITING_REVIEW,
-    REVIEWED,
-    DONE,
-    FAILED,
-    SUPERSEDED,
-];
+pub use crate::job_state::JobState;
 
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -136,7 +114,7 @@ pub struct Job {
     pub input_kind: String,
     pub uid_root: String,
     pub instances: i64,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub pid: Option<i64>,
     pub received_at: f64,
@@ -236,7 +214,7 @@ impl Queue {
             .prepare("SELECT id, pid, attempts FROM jobs WHERE state = ?1")
             .map_err(self.err())?;
         let running = st
-            .query_map([RUNNING], |r| {
+            .query_map([JobState::Running], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, Option<i64>>(1)?,
@@ -252,14 +230,14 @@ impl Queue {
             if again {
                 c.execute(
                     "UPDATE jobs SET state = ?2, pid = NULL WHERE id = ?1",
-                    params![id, QUEUED],
+                    params![id, JobState::Queued],
                 )
             } else {
                 c.execute(
                     "UPDATE jobs SET state = ?2, pid = NULL, finished_at = ?3, error = ?4 WHERE id = ?1",
                     params![
                         id,
-                        FAILED,
+                        JobState::Failed,
                         now(),
                         format!(
                             "the service stopped while this job ran, {attempts} time(s) of {max_attempts}: not run again"
@@ -310,7 +288,7 @@ impl Queue {
         self.lock()
             .execute(
                 "UPDATE jobs SET state = ?2, pid = NULL, error = ?3, queued_at = ?4 WHERE id = ?1",
-                params![id, QUEUED, error, now()],
+                params![id, JobState::Queued, error, now()],
             )
             .map(|_| ())
             .map_err(self.err())
@@ -327,7 +305,7 @@ impl Queue {
         let id: Option<String> = tx
             .query_row(
                 "SELECT id FROM jobs WHERE state = ?1 ORDER BY queued_at LIMIT 1",
-                [QUEUED],
+                [JobState::Queued],
                 |r| r.get(0),
             )
             .optional()
@@ -335,7 +313,7 @@ impl Queue {
         let Some(id) = id else { return Ok(None) };
         tx.execute(
             "UPDATE jobs SET state = ?2, attempts = attempts + 1, started_at = ?3 WHERE id = ?1",
-            params![id, RUNNING, now()],
+            params![id, JobState::Running, now()],
         )
         .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
@@ -354,7 +332,7 @@ impl Queue {
     /// else `awaiting_review` when a review is required and there is a
     /// result to review, else `done`. A job superseded while it ran
     /// delivers nothing: it ends `superseded`.
-    pub fn inferred(&self, id: &str, r: &Inferred) -> Result<String, Error> {
+    pub fn inferred(&self, id: &str, r: &Inferred) -> Result<JobState, Error> {
         let mut c = self.lock();
         let tx = c.transaction().map_err(self.err())?;
         let t = now();
@@ -364,13 +342,13 @@ impl Queue {
             })
             .map_err(self.err())?;
         let state = if superseded.is_some() {
-            SUPERSEDED
+            JobState::Superseded
         } else if !r.deliveries.is_empty() {
-            DELIVERING
+            JobState::Delivering
         } else if r.review_required && r.rtstruct {
-            AWAITING_REVIEW
+            JobState::AwaitingReview
         } else {
-            DONE
+            JobState::Done
         };
         let warnings = serde_json::to_string(&r.warnings).unwrap_or_default();
         tx.execute(
@@ -380,18 +358,18 @@ impl Queue {
             params![id, state, t, r.inference_s, r.lesions as i64, warnings],
         )
         .map_err(self.err())?;
-        if state == DELIVERING {
+        if state == JobState::Delivering {
             for (d, path, sop) in &r.deliveries {
                 crate::deliveries::insert(&tx, id, d, "result", path, sop, t)
                     .map_err(self.err())?;
             }
         }
         tx.commit().map_err(self.err())?;
-        Ok(state.to_string())
+        Ok(state)
     }
 
     /// Moves a job to `state` (review exports, supersession).
-    pub fn set_state(&self, id: &str, state: &str) -> Result<(), Error> {
+    pub fn set_state(&self, id: &str, state: JobState) -> Result<(), Error> {
         self.lock()
             .execute(
                 "UPDATE jobs SET state = ?2, finished_at = ?3 WHERE id = ?1",
@@ -405,7 +383,7 @@ impl Queue {
         self.lock()
             .execute(
                 "UPDATE jobs SET state = ?2, pid = NULL, finished_at = ?3, error = ?4 WHERE id = ?1",
-                params![id, FAILED, now(), error],
+                params![id, JobState::Failed, now(), error],
             )
             .map(|_| ())
             .map_err(self.err())
@@ -443,7 +421,7 @@ impl Queue {
         self.lock()
             .query_row(
                 "SELECT id FROM jobs WHERE source = 'http' AND content_hash = ?1 AND state != ?2 LIMIT 1",
-                params![hash, FAILED],
+                params![hash, JobState::Failed],
                 |r| r.get(0),
             )
             .optional()
@@ -547,7 +525,7 @@ pub(crate) fn insert_job(c: &Connection, j: &NewJob) -> rusqlite::Result<usize> 
             j.input_kind,
             uid_root,
             j.instances as i64,
-            QUEUED,
+            JobState::Queued,
             j.received_at,
             now(),
             revision,
@@ -633,7 +611,7 @@ mod tests {
             assert_eq!(r[0].2, attempt < 3, "requeued after attempt {attempt}");
         }
         let j = q.job("poison").unwrap().unwrap();
-        assert_eq!(j.state, FAILED);
+        assert_eq!(j.state, JobState::Failed);
         assert!(j.error.unwrap().contains("3 time(s) of 3"));
         assert!(q.claim().unwrap().is_none());
         // The next case is not blocked.

@@ -365,7 +365,7 @@ impl ReviewApp {
                     .job(id)
                     .map_err(|e| (500, e.to_string()))?
                     .ok_or((404, format!("no job {id}")))?;
-                if job.state == crate::queue::QUEUED || job.state == crate::queue::RUNNING {
+                if job.state.before_result() {
                     return Err((
                         409,
                         format!("job {id} is {}: nothing to review yet", job.state),

@@ -12,7 +12,7 @@ use crate::batches::{Batch, Outcome};
 use crate::completeness::{self, Completeness};
 use crate::config::{Action, SeriesFacts};
 use crate::deliveries::Delivery;
-use crate::queue::{self, Inferred, NewJob};
+use crate::queue::{self, Inferred, JobState, NewJob};
 use crate::{Counters, Error, Service};
 
 /// How often the loops look for work.
@@ -254,10 +254,14 @@ fn run(svc: &Service, job: &queue::Job) {
                 deliveries: deliveries.clone(),
                 review_required: svc.config.review_required(),
             };
-            let state = svc.queue.inferred(&job.id, &inferred).unwrap_or_else(|e| {
-                tracing::error!("{e}");
-                "unknown".into()
-            });
+            let state = svc
+                .queue
+                .inferred(&job.id, &inferred)
+                .map(JobState::as_str)
+                .unwrap_or_else(|e| {
+                    tracing::error!("{e}");
+                    "unknown"
+                });
             svc.audit.event(
                 "job_inferred",
                 json!({"job": job.id, "lesions": r.lesions, "rtstruct": r.rtstruct,
