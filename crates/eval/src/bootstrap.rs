@@ -28,6 +28,18 @@ pub enum Resampling {
     WithReplacement,
 }
 
+/// Which interval procedure (the command line's `--bootstrap`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapKind {
+    /// Percentile bootstrap with replacement.
+    Classic,
+    /// The authors' subsampling without replacement.
+    Paper,
+    /// No intervals.
+    None,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BootstrapOptions {
     pub iterations: usize,
@@ -50,6 +62,26 @@ impl Default for BootstrapOptions {
 }
 
 impl BootstrapOptions {
+    /// `kind` with `iterations` resamples (default: 1 000 for classic, 100
+    /// for paper), `fraction` of the patients per paper draw, and `seed`.
+    pub fn of(kind: BootstrapKind, iterations: Option<usize>, fraction: f64, seed: u64) -> Self {
+        let base = match kind {
+            BootstrapKind::Paper => BootstrapOptions {
+                resampling: Resampling::Subsample { fraction },
+                ..BootstrapOptions::paper()
+            },
+            BootstrapKind::Classic | BootstrapKind::None => BootstrapOptions::default(),
+        };
+        BootstrapOptions {
+            iterations: match kind {
+                BootstrapKind::None => 0,
+                _ => iterations.unwrap_or(base.iterations),
+            },
+            seed,
+            ..base
+        }
+    }
+
     /// The paper's procedure: 100 × 80 % of the patients without
     /// replacement.
     pub fn paper() -> Self {

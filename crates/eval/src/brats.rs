@@ -48,10 +48,13 @@ use serde::{Deserialize, Serialize};
 pub const MISSED_HD95: f64 = 374.0;
 
 /// Which BraTS 2023 challenge's settings.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Challenge {
+    #[cfg_attr(feature = "clap", value(name = "brats2023-mets"))]
     Mets,
+    #[cfg_attr(feature = "clap", value(name = "brats2023-men"))]
     Men,
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use bootstrap::{BootstrapOptions, Intervals, Resampling};
+pub use bootstrap::{BootstrapKind, BootstrapOptions, Intervals, Resampling};
 pub use curves::{Bucket, Summary};
 pub use matching::{CaseResult, Criterion, MatchOptions};
 
@@ -43,6 +43,7 @@ pub enum Error {
 }
 
 /// Which confidence thresholds the curves use.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Thresholds {
@@ -53,6 +54,7 @@ pub enum Thresholds {
 }
 
 /// What is scored in a `delineate segment` output folder.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Score {

@@ -24,6 +24,7 @@ use delineate_imaging::{label_components, resample_nearest, Connectivity, Geomet
 use serde::{Deserialize, Serialize};
 
 /// What a network is trained to segment.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {

@@ -27,6 +27,28 @@ impl<B: Backend> Network<B> {
 }
 
 /// Architecture and its configuration (stored in the model file).
+/// The architectures.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// The paper's final model.
+    Unet3d,
+    Vnet,
+    Deepmedic,
+}
+
+impl Arch {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "unet3d" => Some(Self::Unet3d),
+            "vnet" => Some(Self::Vnet),
+            "deepmedic" => Some(Self::Deepmedic),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "arch")]
 pub enum NetworkConfig {
@@ -39,32 +61,37 @@ pub enum NetworkConfig {
 }
 
 impl NetworkConfig {
-    /// The named architecture with `widths`, or its default widths.
+    /// The named architecture with `widths`, or its default widths
+    /// (`None`: no such architecture).
     pub fn new(arch: &str, widths: Option<Vec<usize>>) -> Option<Self> {
-        Some(match arch {
-            "unet3d" => {
+        Arch::parse(arch).map(|a| Self::of(a, widths))
+    }
+
+    /// Architecture `arch` with `widths`, or its default widths.
+    pub fn of(arch: Arch, widths: Option<Vec<usize>>) -> Self {
+        match arch {
+            Arch::Unet3d => {
                 let c = UNetConfig::new();
                 Self::UNet(match widths {
                     Some(w) => c.with_widths(w),
                     None => c,
                 })
             }
-            "vnet" => {
+            Arch::Vnet => {
                 let c = VNetConfig::new();
                 Self::VNet(match widths {
                     Some(w) => c.with_widths(w),
                     None => c,
                 })
             }
-            "deepmedic" => {
+            Arch::Deepmedic => {
                 let c = DeepMedicConfig::new();
                 Self::DeepMedic(match widths {
                     Some(w) => c.with_widths(w),
                     None => c,
                 })
             }
-            _ => return None,
-        })
+        }
     }
 
     pub fn name(&self) -> &'static str {

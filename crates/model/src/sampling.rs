@@ -38,6 +38,29 @@ pub enum Sampling {
     Tumor { p: f64 },
 }
 
+/// How patch centres are drawn, without its share (the command line's
+/// `--sampling`; [`Sampling::of`]).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplingKind {
+    /// Tumor Sampling: a lesion chosen uniformly, so small lesions count.
+    Tumor,
+    Uniform,
+    /// A lesion voxel chosen uniformly (large lesions dominate).
+    Fg,
+}
+
+impl Sampling {
+    /// `kind` with `p`, the share of patches centred on a lesion.
+    pub fn of(kind: SamplingKind, p: f64) -> Self {
+        match kind {
+            SamplingKind::Tumor => Sampling::Tumor { p },
+            SamplingKind::Fg => Sampling::Foreground { p },
+            SamplingKind::Uniform => Sampling::Uniform,
+        }
+    }
+}
+
 /// Hard-negative sampling shares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Negatives {

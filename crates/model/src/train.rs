@@ -8,17 +8,21 @@ use serde::{Deserialize, Serialize};
 use crate::losses::{bce, dice, weighted_bce, weighted_dice};
 use crate::network::Network;
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
     Bce,
+    #[cfg_attr(feature = "clap", value(name = "iwbce"))]
     IwBce,
     Dice,
+    #[cfg_attr(feature = "clap", value(name = "iwdice"))]
     IwDice,
     /// BCE with each lesion's voxels weighted by its size against a fixed
     /// reference lesion ([`crate::losses::size_weights`]): a small lesion
     /// counts as much as a 10 mm one even alone in its patch, where iwBCE's
     /// weights are all 1.
+    #[cfg_attr(feature = "clap", value(name = "swbce"))]
     SwBce,
 }
 

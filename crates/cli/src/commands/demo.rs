@@ -80,7 +80,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         input: case_dir.join("dicom"),
         out: seg_out.clone(),
         model: a.model.clone(),
-        device: "cpu".into(),
+        device: delineate_model::engine::Device::Cpu,
         engine: None,
         threshold: None,
         tta: false,

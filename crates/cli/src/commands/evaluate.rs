@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use delineate_eval::{
-    evaluate, matching::Rules, plots::write_figures, report::write_reports, BootstrapOptions,
-    Criterion, EvalOptions, MatchOptions, Resampling, Score, Thresholds,
+    evaluate, matching::Rules, plots::write_figures, report::write_reports, BootstrapKind,
+    BootstrapOptions, Criterion, EvalOptions, MatchOptions, Score, Thresholds,
 };
 
 /// Lesion-wise evaluation: precision–recall, FROC, recall by lesion size.
@@ -40,21 +40,21 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Rule set: paper (the authors' code) or delineate.
-    #[arg(long, default_value = "paper", value_parser = ["paper", "delineate"])]
-    pub rules: String,
+    #[arg(long, value_enum, default_value_t = Rules::Paper)]
+    pub rules: Rules,
     /// What a `delineate segment` output folder is scored by: delivered
     /// (mask.nii.gz with the lesions' confidences) or probability.
-    #[arg(long, default_value = "delivered", value_parser = ["delivered", "probability"])]
-    pub score: String,
+    #[arg(long, value_enum, default_value_t = Score::Delivered)]
+    pub score: Score,
     /// Also the BraTS 2023 lesion-wise Dice and HD95 and panoptica's
     /// RQ/SQ/PQ: brats2023-mets or brats2023-men (the challenge's dilation
     /// and volume threshold).
-    #[arg(long, value_parser = ["brats2023-mets", "brats2023-men"])]
-    pub metrics: Option<String>,
-    /// Truth layout: auto, delineate, nnunet (labelsTr/) or brats
-    /// (CASE/CASE-seg.nii.gz).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "delineate", "nnunet", "brats"])]
-    pub layout: String,
+    #[arg(long, value_enum)]
+    pub metrics: Option<delineate_eval::brats::Challenge>,
+    /// Truth layout: delineate, nnunet (labelsTr/) or brats
+    /// (CASE/CASE-seg.nii.gz); default: detected.
+    #[arg(long, value_enum)]
+    pub layout: Option<delineate_eval::layout::Layout>,
     /// Truth label values that are lesion (default: any non-zero; BraTS:
     /// 1,3, the tumour core; 3 for enhancing tumour only).
     #[arg(long, value_delimiter = ',')]
@@ -65,8 +65,8 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 26, value_parser = parse_connectivity)]
     pub connectivity: u8,
     /// Overlap criterion for a hit: dice or iou.
-    #[arg(long, default_value = "dice", value_parser = ["dice", "iou"])]
-    pub criterion: String,
+    #[arg(long, value_enum, default_value_t = Criterion::Dice)]
+    pub criterion: Criterion,
     /// A hit needs the criterion strictly above this (0: any overlap).
     #[arg(long, default_value_t = 0.0)]
     pub hit_threshold: f64,
@@ -74,15 +74,15 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 0.5)]
     pub component_threshold: f64,
     /// Confidence thresholds: sigmoid (the authors' 51-point grid) or unique (every confidence).
-    #[arg(long, default_value = "sigmoid", value_parser = ["sigmoid", "unique"])]
-    pub thresholds: String,
+    #[arg(long, value_enum, default_value_t = Thresholds::Sigmoid)]
+    pub thresholds: Thresholds,
     /// Size-bucket edges by equivalent diameter (mm).
     #[arg(long, default_value = "5,10,20", value_delimiter = ',')]
     pub sizes: Vec<f64>,
     /// Intervals: classic (percentile bootstrap with replacement), paper
     /// (the authors' 80 % subsampling without replacement) or none.
-    #[arg(long, default_value = "classic", value_parser = ["classic", "paper", "none"])]
-    pub bootstrap: String,
+    #[arg(long, value_enum, default_value_t = BootstrapKind::Classic)]
+    pub bootstrap: BootstrapKind,
     /// Resamples (default 1000 for classic, 100 for paper).
     #[arg(long)]
     pub bootstrap_iterations: Option<usize>,
@@ -146,58 +146,25 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
     let opts = EvalOptions {
         matching: MatchOptions {
             connectivity: a.connectivity,
-            criterion: if a.criterion == "iou" {
-                Criterion::Iou
-            } else {
-                Criterion::Dice
-            },
+            criterion: a.criterion,
             hit_threshold: a.hit_threshold,
             component_threshold: a.component_threshold,
-            rules: if a.rules == "delineate" {
-                Rules::Delineate
-            } else {
-                Rules::Paper
-            },
+            rules: a.rules,
         },
-        score: if a.score == "probability" {
-            Score::Probability
-        } else {
-            Score::Delivered
-        },
-        thresholds: if a.thresholds == "unique" {
-            Thresholds::Unique
-        } else {
-            Thresholds::Sigmoid
-        },
+        score: a.score,
+        thresholds: a.thresholds,
         size_edges: edges,
-        bootstrap: {
-            let base = match a.bootstrap.as_str() {
-                "paper" => BootstrapOptions {
-                    resampling: Resampling::Subsample {
-                        fraction: a.bootstrap_fraction,
-                    },
-                    ..BootstrapOptions::paper()
-                },
-                _ => BootstrapOptions::default(),
-            };
-            BootstrapOptions {
-                iterations: match a.bootstrap.as_str() {
-                    "none" => 0,
-                    _ => a.bootstrap_iterations.unwrap_or(base.iterations),
-                },
-                seed: a.seed,
-                ..base
-            }
-        },
+        bootstrap: BootstrapOptions::of(
+            a.bootstrap,
+            a.bootstrap_iterations,
+            a.bootstrap_fraction,
+            a.seed,
+        ),
         allow_missing: a.allow_missing,
-        layout: crate::commands::train::parse_layout(&a.layout),
+        layout: a.layout,
         labels: a.labels.clone(),
         rois: a.rois.selection()?,
-        brats: match a.metrics.as_deref() {
-            Some("brats2023-mets") => Some(delineate_eval::brats::Challenge::Mets),
-            Some("brats2023-men") => Some(delineate_eval::brats::Challenge::Men),
-            _ => None,
-        },
+        brats: a.metrics,
     };
     let pb = crate::progress::bar("evaluate", "cases");
     let t = std::time::Instant::now();

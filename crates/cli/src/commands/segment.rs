@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use delineate_dicom::ModelId;
 use delineate_model::backend::Backend;
 use delineate_model::classifier::LesionClassifier;
+use delineate_model::engine::{Device, EngineKind};
 use delineate_model::fast::FastUNet;
 use delineate_model::infer::{BurnPredictor, TilePredictor};
 use delineate_model::intracranial::IntracranialReport;
@@ -65,13 +66,13 @@ pub struct SegmentArgs {
     /// Model file (.dlm from `delineate train`); default: the built-in model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
-    /// CPU network engine: "fast" (channels-last GEMM convolutions,
-    /// docs/inference.md; U-Net only) or "burn" (burn's flex backend, the
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// CPU network engine: fast (channels-last GEMM convolutions,
+    /// docs/inference.md; U-Net only) or burn (burn's flex backend, the
     /// reference). Default: fast for a U-Net on CPU.
-    #[arg(long, value_parser = ["fast", "burn"])]
-    pub engine: Option<String>,
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
     /// Deliver lesions whose confidence (maximum probability) is at least
     /// this; default: the model's operating threshold (chosen on its
     /// validation cases, stored in the model file).
@@ -279,21 +280,21 @@ fn batch_cases(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
 }
 
 pub fn run(a: &SegmentArgs) -> Result<()> {
-    if a.device == "cuda" && !cfg!(feature = "cuda") {
+    if a.device == Device::Cuda && !cfg!(feature = "cuda") {
         bail!("--device cuda: this build has no CUDA backend (build with --features cuda); see docs/training.md");
     }
-    match a.device.as_str() {
+    match a.device {
         #[cfg(feature = "cuda")]
-        "cuda" => run_on::<delineate_model::backend::Gpu>(a, &Default::default()),
+        Device::Cuda => run_on::<delineate_model::backend::Gpu>(a, &Default::default()),
         _ => run_on::<delineate_model::backend::Cpu>(a, &Default::default()),
     }
 }
 
 fn run_on<B: Backend>(a: &SegmentArgs, device: &B::Device) -> Result<()> {
     let t = Instant::now();
-    let fast = a.device == "cpu" && a.engine.as_deref() != Some("burn");
+    let fast = a.device == Device::Cpu && a.engine != Some(EngineKind::Burn);
     let model = load_model::<B>(a.model.as_deref(), device, fast)?;
-    if a.engine.as_deref() == Some("fast") && model.fast.is_none() {
+    if a.engine == Some(EngineKind::Fast) && model.fast.is_none() {
         bail!(
             "--engine fast: covers the U-Net on CPU; this model is a {} (use --engine burn)",
             model.info.network.name()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use delineate_eval::layout::Layout;
 use delineate_synth::{
     backgrounds, case_seed, generate_case, output::write_json, preview::write_preview,
     randomise::Randomisation, write_case, GridSpec, Kind, Manifest, MetCount, SynthParams,
@@ -63,8 +64,8 @@ pub struct SynthArgs {
     pub randomise: bool,
     /// Output layout: delineate (a folder per case) or nnunet (an nnU-Net
     /// raw dataset: dataset.json, imagesTr/, labelsTr/; lesions as class 1).
-    #[arg(long, default_value = "delineate", value_parser = ["delineate", "nnunet"])]
-    pub layout: String,
+    #[arg(long, value_enum, default_value_t = Layout::Delineate)]
+    pub layout: Layout,
     /// Lesion kinds: met, men, schw (comma-separated).
     #[arg(long, default_value = "met,men,schw", value_delimiter = ',')]
     pub kinds: Vec<String>,
@@ -254,7 +255,10 @@ fn sources(a: &SynthArgs) -> Result<Vec<(Option<String>, TemplateSource)>> {
 
 pub fn run(a: &SynthArgs) -> Result<()> {
     let p = params(a)?;
-    if a.layout == "nnunet" && a.dicom {
+    if a.layout == Layout::Brats {
+        bail!("--layout brats: synth writes delineate or nnunet datasets");
+    }
+    if a.layout == Layout::Nnunet && a.dicom {
         bail!("--dicom: not with --layout nnunet (an nnU-Net dataset holds NIfTI files)");
     }
     if a.cases == 0 {
@@ -298,7 +302,7 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             let seed = case_seed(a.seed, i);
             let template = &templates[(seed % templates.len() as u64) as usize];
             let case = generate_case(template, &p, name, seed);
-            if a.layout == "nnunet" {
+            if a.layout == Layout::Nnunet {
                 delineate_synth::output::write_case_nnunet(&a.out, &case)?;
             } else {
                 write_case(&a.out, &case, a.dicom)?;
@@ -335,7 +339,7 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             vec![IMAGE, TRUTH, BRAIN, LOOKALIKES, INTRACRANIAL, LESIONS]
         },
     };
-    if a.layout == "nnunet" {
+    if a.layout == Layout::Nnunet {
         delineate_eval::layout::write_nnunet_dataset_json(&a.out, a.cases)?;
     }
     write_json(&a.out.join("manifest.json"), &manifest)?;

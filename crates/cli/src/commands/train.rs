@@ -12,8 +12,8 @@ use delineate_model::data::{
 };
 use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
 use delineate_model::intracranial::Target;
-use delineate_model::network::{Network, NetworkConfig};
-use delineate_model::sampling::Sampling;
+use delineate_model::network::{Arch, Network, NetworkConfig};
+use delineate_model::sampling::{Sampling, SamplingKind};
 use delineate_model::split::{Role, Split, SplitConfig};
 use delineate_model::train::LossKind;
 use delineate_model::trainer::{train, RunDir, TrainOptions, TrainSummary, Validate};
@@ -57,9 +57,9 @@ pub struct TrainArgs {
     /// BraTS folder.
     #[arg(long)]
     pub data: PathBuf,
-    /// Dataset layout: auto, delineate, nnunet or brats.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "delineate", "nnunet", "brats"])]
-    pub layout: String,
+    /// Dataset layout (default: detected).
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
     /// Label values that are lesion (default: any non-zero; BraTS: 1,3).
     #[arg(long, value_delimiter = ',')]
     pub labels: Option<Vec<u32>>,
@@ -72,8 +72,8 @@ pub struct TrainArgs {
     /// intracranial cavity (CASE/intracranial.nii.gz of `delineate synth`):
     /// the mask stage that `delineate model attach --intracranial` puts
     /// into a lesion model (docs/model-card.md).
-    #[arg(long, default_value = "lesions", value_parser = ["lesions", "intracranial"])]
-    pub target: String,
+    #[arg(long, value_enum, default_value_t = Target::Lesions)]
+    pub target: Target,
     /// An intracranial-mask model (`--target intracranial`): validation runs
     /// it as `segment` will, and best.dlm and model.dlm carry it as their
     /// intracranial stage.
@@ -82,19 +82,18 @@ pub struct TrainArgs {
     /// Run folder (created; --resume to continue a run there).
     #[arg(long)]
     pub out: PathBuf,
-    /// unet3d (the paper's final model), vnet or deepmedic.
-    #[arg(long, default_value = "unet3d", value_parser = ["unet3d", "vnet", "deepmedic"])]
-    pub arch: String,
+    #[arg(long, value_enum, default_value_t = Arch::Unet3d)]
+    pub arch: Arch,
     /// Channels per level (U-Net, V-Net: 16,32,64,128) or per layer of each
     /// pathway (DeepMedic: 16,16,32,32,32,32).
     #[arg(long, value_delimiter = ',')]
     pub widths: Option<Vec<usize>>,
     /// bce, iwbce (the paper's), dice, iwdice, or swbce (lesion voxels
     /// weighted by size against a 10 mm lesion, up to 50×).
-    #[arg(long, default_value = "iwbce", value_parser = ["bce", "iwbce", "dice", "iwdice", "swbce"])]
-    pub loss: String,
-    #[arg(long, default_value = "tumor", value_parser = ["tumor", "uniform", "fg"])]
-    pub sampling: String,
+    #[arg(long, value_enum, default_value_t = LossKind::IwBce)]
+    pub loss: LossKind,
+    #[arg(long, value_enum, default_value_t = SamplingKind::Tumor)]
+    pub sampling: SamplingKind,
     /// Probability that a patch is centred on a lesion (tumor and fg sampling).
     #[arg(long, default_value_t = 0.5)]
     pub lesion_p: f64,
@@ -121,8 +120,8 @@ pub struct TrainArgs {
     /// Iterations per epoch (the paper: 200).
     #[arg(long, default_value_t = 200)]
     pub iterations: usize,
-    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
-    pub optimizer: String,
+    #[arg(long, value_enum, default_value_t = OptimizerChoice::Adam)]
+    pub optimizer: OptimizerChoice,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Epoch from which the learning rate is multiplied by --lr-drop-factor.
@@ -168,12 +167,12 @@ pub struct TrainArgs {
     /// the held-out test background of the model card (refused by default).
     #[arg(long)]
     pub allow_test_background: bool,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
-    /// Training engine: fast (native CPU engine, U-Net only) or burn.
-    /// Default: fast for a U-Net on the CPU, burn otherwise.
-    #[arg(long, value_parser = ["fast", "burn"])]
-    pub engine: Option<String>,
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Training engine (default: fast for a U-Net on the CPU, burn
+    /// otherwise).
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
 }
 
 /// The cases with their intracranial cavity as the truth.
@@ -207,16 +206,6 @@ fn intracranial_cases(
         .collect()
 }
 
-/// `--layout` as a type (`None`: detect).
-pub fn parse_layout(s: &str) -> Option<Layout> {
-    match s {
-        "delineate" => Some(Layout::Delineate),
-        "nnunet" => Some(Layout::Nnunet),
-        "brats" => Some(Layout::Brats),
-        _ => None,
-    }
-}
-
 fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
     match v {
         [a] => Ok([*a; 3]),
@@ -226,21 +215,14 @@ fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let device = match a.device.as_str() {
-        "cuda" => Device::Cuda,
-        _ => Device::Cpu,
-    };
+    let device = a.device;
     let patch = three(&a.patch, "patch")?;
     let spacing = three(&a.spacing, "spacing")?;
     if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         bail!("--spacing must be positive");
     }
-    let loss = LossKind::parse(&a.loss).context("--loss")?;
-    let sampling = match a.sampling.as_str() {
-        "tumor" => Sampling::Tumor { p: a.lesion_p },
-        "fg" => Sampling::Foreground { p: a.lesion_p },
-        _ => Sampling::Uniform,
-    };
+    let loss = a.loss;
+    let sampling = Sampling::of(a.sampling, a.lesion_p);
     let pre = Preprocessing {
         spacing,
         ..Default::default()
@@ -256,16 +238,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let folders = dataset(
         &a.data,
-        parse_layout(&a.layout),
+        a.layout,
         a.labels.clone(),
         a.channel,
         &a.rois.selection()?,
     )?;
     let leaked = on_test_background(&folders)?;
-    let target = match a.target.as_str() {
-        "intracranial" => Target::Intracranial,
-        _ => Target::Lesions,
-    };
+    let target = a.target;
     let folders = match target {
         Target::Lesions => folders,
         Target::Intracranial => intracranial_cases(folders)?,
@@ -339,10 +318,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     {
         bail!("--widths: give positive channel counts");
     }
-    let network = NetworkConfig::new(&a.arch, a.widths.clone()).context("--arch")?;
-    let engine = match (a.engine.as_deref(), &network, device) {
-        (Some("burn"), _, _) | (None, _, Device::Cuda) => EngineKind::Burn,
-        (None, NetworkConfig::UNet(_), _) | (Some(_), _, _) => EngineKind::Fast,
+    let network = NetworkConfig::of(a.arch, a.widths.clone());
+    let engine = match (a.engine, &network, device) {
+        (Some(e), _, _) => e,
+        (None, _, Device::Cuda) => EngineKind::Burn,
+        (None, NetworkConfig::UNet(_), _) => EngineKind::Fast,
         (None, _, _) => EngineKind::Burn,
     };
     let opts = TrainOptions {
@@ -353,10 +333,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         batch: a.batch,
         epochs: a.epochs,
         iterations_per_epoch: a.iterations,
-        optimizer: match a.optimizer.as_str() {
-            "sgd" => OptimizerChoice::Sgd,
-            _ => OptimizerChoice::Adam,
-        },
+        optimizer: a.optimizer,
         engine,
         lr: a.lr,
         lr_drop_epoch: a.lr_drop_epoch,
