@@ -3,45 +3,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use delineate_dicom::{ReadOptions, SeriesMeta, SeriesSelector};
-use delineate_imaging::{read_nifti_any, AnyVolume, NiftiInfo};
-
-/// What kind of input a path is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputKind {
-    Nifti,
-    Dicom,
-}
-
-/// Decides from the path and the first bytes, never from the name alone
-/// when the content says otherwise.
-pub fn detect(path: &Path) -> Result<InputKind> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if meta.is_dir() {
-        return Ok(InputKind::Dicom);
-    }
-    if delineate_dicom::header::has_dicm_magic(path)? {
-        return Ok(InputKind::Dicom);
-    }
-    let name = path.to_string_lossy().to_ascii_lowercase();
-    if name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".gz") {
-        return Ok(InputKind::Nifti);
-    }
-    let mut head = [0u8; 4];
-    let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head).unwrap_or(0);
-    if n == 4
-        && (head[..2] == [0x1f, 0x8b]
-            || i32::from_le_bytes(head) == 348
-            || i32::from_be_bytes(head) == 348)
-    {
-        return Ok(InputKind::Nifti);
-    }
-    bail!(
-        "{}: neither a NIfTI file (.nii, .nii.gz) nor a DICOM file or folder",
-        path.display()
-    )
-}
+use delineate_dicom::{ReadOptions, SeriesSelector};
+pub use delineate_model::pipeline::{detect, InputKind, Source};
+use delineate_model::pipeline::{read_input, ReadInput};
 
 /// Options that choose and check a DICOM series.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -81,39 +45,12 @@ impl SeriesArgs {
     }
 }
 
-/// Where a loaded volume came from.
-pub enum Source {
-    Nifti(NiftiInfo),
-    Dicom(Box<SeriesMeta>),
-}
-
-/// A loaded input.
-pub struct Loaded {
-    /// Float32 for DICOM (rescaled values); the stored type for NIfTI.
-    pub volume: AnyVolume,
-    pub source: Source,
-}
-
-/// Loads a NIfTI file or the chosen DICOM series.
-pub fn load(path: &Path, series: &SeriesArgs) -> Result<Loaded> {
-    match detect(path)? {
-        InputKind::Nifti => {
-            let (volume, info) = read_nifti_any(path)?;
-            Ok(Loaded {
-                volume,
-                source: Source::Nifti(info),
-            })
-        }
-        InputKind::Dicom => {
-            let pb = crate::progress::bar("reading", "files");
-            let s = delineate_dicom::read_series(path, &series.options(), Some(&pb))?;
-            pb.finish_and_clear();
-            Ok(Loaded {
-                volume: AnyVolume::Float32(s.volume),
-                source: Source::Dicom(Box::new(s.meta)),
-            })
-        }
-    }
+/// Reads a NIfTI file or the chosen DICOM series, with a progress bar.
+pub fn load(path: &Path, series: &SeriesArgs) -> Result<ReadInput> {
+    let pb = crate::progress::bar("reading", "files");
+    let r = read_input(path, &series.options(), Some(&pb))?;
+    pb.finish_and_clear();
+    Ok(r)
 }
 
 /// Creates an output folder that must not exist yet or be empty.

@@ -19,6 +19,7 @@ pub mod mining;
 pub mod modelfile;
 pub mod network;
 pub mod onnx;
+pub mod pipeline;
 pub mod result;
 pub mod sampling;
 pub mod second_stage;
@@ -57,6 +58,14 @@ pub enum Error {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// A step on one case or file failed; the cause says why.
+    #[error("{}: {what}", path.display())]
+    Case {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<Error>,
     },
     /// A JSON file is not what it should be.
     #[error("{}: not a valid {what}", path.display())]

@@ -7,9 +7,8 @@ use anyhow::{Context, Result};
 use delineate_model::backend::Cpu;
 use delineate_model::candidates::{case_candidates, CandidateOptions, CandidateSet, CaseEntry};
 use delineate_model::data::{dataset, read_case};
-use delineate_model::segment::Stage;
 
-use crate::commands::segment::load_model;
+use delineate_model::pipeline::load_model;
 
 /// Lesion candidates on cases with known lesions: the recall they reach by
 /// size and their number per case.
@@ -54,22 +53,15 @@ pub fn run(a: &CandidatesArgs) -> Result<()> {
         ..Default::default()
     };
     let cases = dataset(&a.data, None, None, 0, &Default::default())?;
-    let predictor = model.predictor();
-    let mask_predictor = model.intracranial_predictor();
-    let stage = match (&mask_predictor, &model.intracranial) {
-        (Some(p), Some(s)) => Some(Stage {
-            predictor: p.as_ref(),
-            info: &s.info,
-        }),
-        _ => None,
-    };
+    let engines = model.engines();
+    let stage = model.stages(&engines).intracranial;
     let bar = crate::progress::bar("candidates", "cases");
     bar.set_length(cases.len() as u64);
     let mut all = Vec::new();
     for c in &cases {
         let raw = read_case(c).with_context(|| format!("case {}", c.name))?;
         let r = case_candidates(
-            predictor.as_ref(),
+            engines.lesion.as_ref(),
             &model.info,
             stage,
             &raw.image,

@@ -12,7 +12,7 @@ use delineate_model::backend::Cpu;
 use delineate_synth::{case_seed, generate_case, write_case, Kind, MetCount, SynthParams};
 use delineate_synth::{Template, TemplateSource};
 
-use crate::commands::segment::{load_model, segment_case, SegmentArgs};
+use delineate_model::pipeline::{load_model, predict_case, PredictOptions};
 
 /// Run the whole pipeline on one synthetic case and report.
 ///
@@ -76,27 +76,29 @@ pub fn run(a: &DemoArgs) -> Result<()> {
 
     // 2. Segment the DICOM series, exactly as `delineate segment` does.
     let seg_out = a.out.join("segmentation");
-    let args = SegmentArgs {
-        input: case_dir.join("dicom"),
-        out: seg_out.clone(),
-        model: a.model.clone(),
-        device: delineate_model::engine::Device::Cpu,
-        engine: None,
-        threshold: None,
-        tta: false,
-        no_intracranial_mask: false,
-        no_classifier: false,
-        seg: false,
-        dicom_out: false,
-        uid_root: None,
-        revision: 1,
-        force: true,
-        series: Default::default(),
-    };
     let t = Instant::now();
     let model = load_model::<Cpu>(a.model.as_deref(), &Default::default(), true)?;
     stages.push(("load model".into(), t.elapsed().as_secs_f64()));
-    let out = segment_case::<Cpu>(&args, &model, "case", &args.input, &seg_out)?;
+    let opts = PredictOptions {
+        revision: 1,
+        force: true,
+        ..Default::default()
+    };
+    let bar = crate::progress::bar("segmenting", "windows");
+    let input = case_dir.join("dicom");
+    let out = predict_case(
+        &model,
+        "case",
+        &input,
+        &seg_out,
+        &opts,
+        None,
+        &mut |d, n| {
+            bar.set_length(n as u64);
+            bar.set_position(d as u64);
+        },
+    )?;
+    bar.finish_and_clear();
     for (s, secs) in &out.timings {
         stages.push((format!("segment: {s}"), *secs));
     }

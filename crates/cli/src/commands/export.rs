@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use delineate_model::backend::Cpu;
 
-use crate::commands::segment::{load_model, SHIPPED_MODEL_NAME};
+use delineate_model::pipeline::{load_model, SHIPPED_MODEL_NAME};
 
 /// Export a model for other runtimes.
 ///

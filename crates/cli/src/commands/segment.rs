@@ -4,25 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use delineate_dicom::ModelId;
+use anyhow::{bail, Result};
 use delineate_model::backend::Backend;
-use delineate_model::classifier::LesionClassifier;
 use delineate_model::engine::{Device, EngineKind};
-use delineate_model::fast::FastUNet;
-use delineate_model::infer::{BurnPredictor, TilePredictor};
-use delineate_model::intracranial::IntracranialReport;
-use delineate_model::modelfile::{self, ModelInfo, StageKind};
-use delineate_model::network::Network;
-use delineate_model::result::{model_id, write_result, ResultInfo, ResultOptions};
-use delineate_model::segment::{segment_staged, Lesion, SegmentOptions, Stage, Stages};
+use delineate_model::pipeline::{
+    batch_cases, load_model, predict_case, CaseOutput, LoadedModel, PredictOptions,
+};
+use delineate_model::segment::SegmentOptions;
 
-use crate::input::{self, SeriesArgs, Source};
-
-/// The model shipped with delineate (docs/model-card.md): a 3D U-Net
-/// trained on synthetic cases; research use only.
-pub static SHIPPED_MODEL: &[u8] = include_bytes!("../../../../models/unet-synth.dlm");
-pub const SHIPPED_MODEL_NAME: &str = "models/unet-synth.dlm (built in)";
+use crate::input::SeriesArgs;
 
 /// Contour lesions on a contrast-enhanced T1 MRI.
 ///
@@ -109,174 +99,6 @@ pub struct SegmentArgs {
     pub revision: u32,
     #[command(flatten)]
     pub series: SeriesArgs,
-}
-
-/// What one case produced (for batch summaries and the demo).
-pub struct CaseOutput {
-    pub name: String,
-    pub out: PathBuf,
-    pub lesions: Vec<Lesion>,
-    /// What the intracranial stage did, when it ran.
-    pub intracranial: Option<IntracranialReport>,
-    pub timings: Vec<(String, f64)>,
-    pub seconds: f64,
-    pub rtstruct: Option<PathBuf>,
-}
-
-/// A loaded model on some backend (with its packed fast CPU form when that
-/// is the engine).
-pub struct Loaded<B: Backend> {
-    pub net: Network<B>,
-    pub info: ModelInfo,
-    pub name: String,
-    /// Name, SHA-256 and whether it is the built-in research model.
-    pub id: ModelId,
-    pub fast: Option<FastUNet>,
-    pub device: B::Device,
-    /// The intracranial-mask stage, when the model file has one.
-    pub intracranial: Option<StageNet<B>>,
-    /// The second-stage lesion classifier, when the model file has one.
-    pub classifier: Option<LesionClassifier>,
-    /// SHA-256 of the lesion network's weights.
-    pub lesion_network_sha256: String,
-}
-
-/// A stage's network, loaded like the lesion network.
-pub struct StageNet<B: Backend> {
-    pub net: Network<B>,
-    pub info: ModelInfo,
-    pub fast: Option<FastUNet>,
-}
-
-fn predictor_for<'a, B: Backend>(
-    net: &'a Network<B>,
-    fast: Option<&'a FastUNet>,
-    device: &'a B::Device,
-) -> Box<dyn TilePredictor + 'a> {
-    match fast {
-        Some(f) => Box::new(f),
-        None => Box::new(BurnPredictor { net, device }),
-    }
-}
-
-impl<B: Backend> Loaded<B> {
-    /// The engine that runs the windows.
-    pub fn predictor(&self) -> Box<dyn TilePredictor + '_> {
-        predictor_for(&self.net, self.fast.as_ref(), &self.device)
-    }
-
-    /// The engine that runs the intracranial stage's windows.
-    pub fn intracranial_predictor(&self) -> Option<Box<dyn TilePredictor + '_>> {
-        self.intracranial
-            .as_ref()
-            .map(|s| predictor_for(&s.net, s.fast.as_ref(), &self.device))
-    }
-
-    pub fn engine(&self) -> &'static str {
-        if self.fast.is_some() {
-            "fast CPU"
-        } else {
-            "burn"
-        }
-    }
-}
-
-/// Loads the model; `fast` packs a U-Net for the fast CPU engine.
-pub fn load_model<B: Backend>(
-    path: Option<&Path>,
-    device: &B::Device,
-    fast: bool,
-) -> Result<Loaded<B>> {
-    let read;
-    let (bytes, file, name, id): (&[u8], &Path, String, ModelId) = match path {
-        Some(p) => {
-            read = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            let short = p.file_name().map_or_else(
-                || p.display().to_string(),
-                |f| f.to_string_lossy().to_string(),
-            );
-            let id = model_id(&short, &read, false);
-            (&read, p, p.display().to_string(), id)
-        }
-        None => (
-            SHIPPED_MODEL,
-            Path::new(SHIPPED_MODEL_NAME),
-            SHIPPED_MODEL_NAME.to_string(),
-            model_id("unet-synth.dlm (built in)", SHIPPED_MODEL, true),
-        ),
-    };
-    let (net, info) = modelfile::from_bytes::<B>(bytes, file, device)?;
-    let pack = |net: &Network<B>| -> Result<Option<FastUNet>> {
-        Ok(match (net, fast) {
-            (Network::UNet(u), true) => Some(FastUNet::from_unet(u)?),
-            _ => None,
-        })
-    };
-    let intracranial = match modelfile::stage(bytes, file, StageKind::Intracranial)? {
-        Some(b) => {
-            let where_ = PathBuf::from(format!("{} (intracranial stage)", file.display()));
-            let (net, info) = modelfile::from_bytes::<B>(b, &where_, device)?;
-            let fast = pack(&net)?;
-            Some(StageNet { net, info, fast })
-        }
-        None => None,
-    };
-    let classifier = match modelfile::stage(bytes, file, StageKind::LesionClassifier)? {
-        Some(b) => {
-            let where_ = PathBuf::from(format!("{} (lesion-classifier stage)", file.display()));
-            Some(LesionClassifier::from_bytes(b, &where_)?)
-        }
-        None => None,
-    };
-    let fast = pack(&net)?;
-    Ok(Loaded {
-        net,
-        info,
-        name,
-        id,
-        fast,
-        device: device.clone(),
-        intracranial,
-        classifier,
-        lesion_network_sha256: modelfile::lesion_network_sha256(bytes, file)?,
-    })
-}
-
-/// One input of a batch: its name and path.
-fn batch_cases(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
-    let mut cases = Vec::new();
-    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read", dir.display()))?;
-    let mut dicom_files = 0;
-    for e in rd.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            if p.join("dicom").is_dir() {
-                cases.push((name, p.join("dicom")));
-            } else if p.join("image.nii.gz").is_file() {
-                cases.push((name, p.join("image.nii.gz")));
-            } else if p.join("image.nii").is_file() {
-                cases.push((name, p.join("image.nii")));
-            }
-        } else if let Some(stem) = name
-            .strip_suffix(".nii.gz")
-            .or_else(|| name.strip_suffix(".nii"))
-        {
-            cases.push((stem.to_string(), p.clone()));
-        } else if delineate_dicom::header::has_dicm_magic(&p).unwrap_or(false) {
-            dicom_files += 1;
-        }
-    }
-    // A folder with DICOM files of its own is one series, not a batch
-    // (other files, such as a manifest, do not count).
-    if cases.is_empty() || dicom_files > 0 {
-        return Ok(None);
-    }
-    cases.sort();
-    Ok(Some(cases))
 }
 
 pub fn run(a: &SegmentArgs) -> Result<()> {
@@ -396,117 +218,59 @@ fn print_case(o: &CaseOutput, model: &str) {
     println!("  outputs in {}", o.out.display());
 }
 
-/// The segmentation options from the command line.
-pub fn options(a: &SegmentArgs) -> Result<SegmentOptions> {
+/// The prediction options from the command line.
+pub fn options(a: &SegmentArgs) -> Result<PredictOptions> {
     if let Some(t) = a.threshold {
         if !(0.0..=1.0).contains(&t) {
             bail!("--threshold: must lie in [0, 1]");
         }
     }
-    if let Some(r) = &a.uid_root {
-        delineate_dicom::check_uid_root(r).map_err(|e| anyhow::anyhow!("--uid-root: {e}"))?;
-    }
-    Ok(SegmentOptions {
-        operating_threshold: a.threshold,
-        mirror: a.tta,
-        no_intracranial_mask: a.no_intracranial_mask,
-        no_classifier: a.no_classifier,
+    Ok(PredictOptions {
+        segment: SegmentOptions {
+            operating_threshold: a.threshold,
+            mirror: a.tta,
+            no_intracranial_mask: a.no_intracranial_mask,
+            no_classifier: a.no_classifier,
+        },
+        series: a.series.options(),
+        seg: a.seg,
+        dicom_out: a.dicom_out,
+        uid_root: a.uid_root.clone(),
+        revision: a.revision,
+        force: a.force,
     })
 }
 
-/// Segments one input into `out` (all files appear at the end, together).
-pub fn segment_case<B: Backend>(
+/// One case through [`predict_case`] with progress bars and warnings.
+fn segment_case<B: Backend>(
     a: &SegmentArgs,
-    model: &Loaded<B>,
+    model: &LoadedModel<B>,
     name: &str,
-    input_path: &Path,
+    input: &Path,
     out: &Path,
 ) -> Result<CaseOutput> {
-    let t0 = Instant::now();
     let opts = options(a)?;
-    let t = Instant::now();
-    let loaded = input::load(input_path, &a.series)?;
-    let mut timings = vec![("read".to_string(), t.elapsed().as_secs_f64())];
-    let (image, meta) = match loaded.source {
-        Source::Dicom(m) => (loaded.volume.into_f32(), Some(*m)),
-        Source::Nifti(_) => (loaded.volume.into_f32(), None),
-    };
-    if meta.is_none() && a.seg && !a.dicom_out {
-        bail!("--seg: a NIfTI input needs --dicom-out (a DICOM SEG references a DICOM series)");
-    }
-    delineate_model::result::check_out(out, a.force)?;
-    let dicom_output = meta.is_some() || a.dicom_out;
+    let read = crate::progress::bar("reading", "files");
     let bar = crate::progress::bar("segmenting", "windows");
-    let predictor = model.predictor();
-    let mask_predictor = model.intracranial_predictor();
-    let stages = Stages {
-        intracranial: match (&mask_predictor, &model.intracranial) {
-            (Some(p), Some(s)) => Some(Stage {
-                predictor: p.as_ref(),
-                info: &s.info,
-            }),
-            _ => None,
-        },
-        classifier: model.classifier.as_ref(),
-    };
-    let seg = segment_staged(
-        predictor.as_ref(),
-        &model.info,
-        stages,
-        &image,
+    let o = predict_case(
+        model,
+        name,
+        input,
+        out,
         &opts,
+        Some(&read),
         &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         },
-    )
-    .with_context(|| format!("{}", input_path.display()))?;
+    )?;
+    read.finish_and_clear();
     bar.finish_and_clear();
-    for w in &seg.warnings {
-        eprintln!("warning: {}: {w}", input_path.display());
+    for w in &o.warnings {
+        eprintln!("warning: {}: {w}", input.display());
     }
-    for (s, secs) in &seg.timings {
-        tracing::info!(stage = s, seconds = secs, "segment");
-        timings.push((s.to_string(), *secs));
-    }
-    let t = Instant::now();
-    let info = ResultInfo {
-        name,
-        input_path,
-        model: &model.id,
-        engine: model.engine(),
-        model_info: &model.info,
-        tta: a.tta,
-    };
-    let ropts = ResultOptions {
-        seg: a.seg,
-        dicom_out: a.dicom_out,
-        uid_root: a
-            .uid_root
-            .clone()
-            .unwrap_or_else(delineate_dicom::build::new_uid),
-        revision: a.revision,
-        force: a.force,
-    };
-    let written = write_result(out, &image, meta, &seg, &info, &ropts).with_context(|| {
-        format!(
-            "writing the result of {} to {}",
-            input_path.display(),
-            out.display()
-        )
-    })?;
-    if seg.delivered.list.is_empty() && dicom_output {
+    if o.no_rtstruct {
         eprintln!("note: no lesion found: no RTSTRUCT written (an empty structure set is refused by planning systems)");
     }
-    timings.push(("write".into(), t.elapsed().as_secs_f64()));
-    tracing::info!(seconds = t.elapsed().as_secs_f64(), "wrote the outputs");
-    Ok(CaseOutput {
-        name: name.to_string(),
-        out: out.to_path_buf(),
-        lesions: seg.delivered.list,
-        intracranial: seg.intracranial.map(|i| i.report),
-        timings,
-        seconds: t0.elapsed().as_secs_f64(),
-        rtstruct: written.rtstruct,
-    })
+    Ok(o)
 }
