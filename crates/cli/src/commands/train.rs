@@ -1,23 +1,20 @@
 //! `delineate train`: train the segmentation network on a folder of cases.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use delineate_eval::layout::Layout;
-use delineate_model::backend::Cpu;
-use delineate_model::contract::{Contract, Preprocessing};
-use delineate_model::data::{
-    dataset, load_case_ref, load_case_ref_cached, on_test_background, read_case, Augment,
-};
-use delineate_model::engine::{engine_for, Device, EngineKind, OptimizerChoice};
+use delineate_model::contract::Preprocessing;
+use delineate_model::data::Augment;
+use delineate_model::engine::{Device, EngineKind, OptimizerChoice};
 use delineate_model::intracranial::Target;
-use delineate_model::network::{Arch, Network, NetworkConfig};
+use delineate_model::network::{Arch, NetworkConfig};
+use delineate_model::pipeline::train::{self as pipeline, CacheChoice, DataSpec, RunSpec};
 use delineate_model::sampling::{Sampling, SamplingKind};
-use delineate_model::split::{Role, Split, SplitConfig};
+use delineate_model::split::SplitConfig;
 use delineate_model::train::LossKind;
-use delineate_model::trainer::{train, RunDir, TrainOptions, TrainSummary, Validate};
-use delineate_model::validate::{validate, ValCase, ValidationOptions, TARGET_FP_PER_CASE};
+use delineate_model::trainer::TrainOptions;
+use delineate_model::validate::TARGET_FP_PER_CASE;
 
 /// Train the 3D U-Net, V-Net or DeepMedic on cases (NIfTI or DICOM + RTSTRUCT).
 ///
@@ -175,37 +172,6 @@ pub struct TrainArgs {
     pub engine: Option<EngineKind>,
 }
 
-/// The cases with their intracranial cavity as the truth.
-fn intracranial_cases(
-    folders: Vec<delineate_model::data::CaseRef>,
-) -> Result<Vec<delineate_model::data::CaseRef>> {
-    use delineate_model::data::CaseSource;
-    folders
-        .into_iter()
-        .map(|c| match &c.source {
-            CaseSource::Folder(d) if d.join("intracranial.nii.gz").is_file() => {
-                Ok(delineate_model::data::CaseRef {
-                    source: CaseSource::Files {
-                        image: d.join("image.nii.gz"),
-                        truth: d.join("intracranial.nii.gz"),
-                        lesions: delineate_eval::layout::LesionLabels(None),
-                    },
-                    ..c
-                })
-            }
-            CaseSource::Folder(d) => bail!(
-                "{}: no intracranial.nii.gz: --target intracranial needs cases from \
-                 `delineate synth` (which writes the target)",
-                d.display()
-            ),
-            CaseSource::Files { image, .. } => bail!(
-                "{}: --target intracranial needs delineate case folders from `delineate synth`",
-                image.display()
-            ),
-        })
-        .collect()
-}
-
 fn three<T: Copy>(v: &[T], what: &str) -> Result<[T; 3]> {
     match v {
         [a] => Ok([*a; 3]),
@@ -236,82 +202,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     {
         bail!("--lookalike-p, --fp-p and --lesion-p must lie in 0-1");
     }
-    let folders = dataset(
-        &a.data,
-        a.layout,
-        a.labels.clone(),
-        a.channel,
-        &a.rois.selection()?,
-    )?;
-    let leaked = on_test_background(&folders)?;
-    let target = a.target;
-    let folders = match target {
-        Target::Lesions => folders,
-        Target::Intracranial => intracranial_cases(folders)?,
-    };
-    if !leaked.is_empty() && !a.allow_test_background {
-        bail!(
-            "{}: {} case(s) were synthesised on the {} background, the held-out test \
-             background ({}{}); draw training data on another (synth --background) or pass \
-             --allow-test-background",
-            a.data.display(),
-            leaked.len(),
-            delineate_model::data::TEST_BACKGROUND,
-            leaked[..leaked.len().min(3)].join(", "),
-            if leaked.len() > 3 { ", …" } else { "" }
-        );
-    }
-    let names: Vec<String> = folders.iter().map(|c| c.name.clone()).collect();
-    let split = Split::draw(
-        &names,
-        SplitConfig {
-            seed: a.seed,
-            folds: a.folds,
-            fold: a.fold,
-            holdout: a.holdout,
-        },
-    )
-    .with_context(|| format!("splitting {}", a.data.display()))?;
-    let cache = a
-        .cache
-        .clone()
-        .unwrap_or_else(|| a.data.join(".delineate-cache"));
-    let mut cached = 0usize;
-    let pb = crate::progress::bar("loading", "cases");
-    pb.set_length(folders.len() as u64);
-    let mut train_cases = Vec::new();
-    let mut val_cases = Vec::new();
-    for case in &folders {
-        let name = &case.name;
-        let role = split.role(name);
-        if role == Some(Role::Test) {
-            pb.inc(1);
-            continue;
-        }
-        if role == Some(Role::Validation) {
-            // Validation is deployment: the case as acquired.
-            let raw = read_case(case).with_context(|| format!("case {name}"))?;
-            val_cases.push(ValCase {
-                name: name.clone(),
-                image: raw.image,
-                truth: raw.truth,
-            });
-            pb.inc(1);
-            continue;
-        }
-        let c = if a.no_cache {
-            load_case_ref(case, &pre)
-        } else {
-            load_case_ref_cached(case, &pre, &cache).map(|(c, hit)| {
-                cached += usize::from(hit);
-                c
-            })
-        }
-        .with_context(|| format!("case {name}"))?;
-        train_cases.push(c);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
     if a.widths
         .as_ref()
         .is_some_and(|w| w.is_empty() || w.contains(&0))
@@ -356,25 +246,66 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             Augment::default()
         },
         preprocessing: pre,
-        target,
+        target: a.target,
     };
+    let spec = DataSpec {
+        data: a.data.clone(),
+        layout: a.layout,
+        labels: a.labels.clone(),
+        channel: a.channel,
+        rois: a.rois.selection()?,
+        target: a.target,
+        allow_test_background: a.allow_test_background,
+    };
+    let cases = pipeline::cases(&spec)?;
+    let cache = match (&a.cache, a.no_cache) {
+        (_, true) => CacheChoice::Off,
+        (Some(p), false) => CacheChoice::At(p.clone()),
+        (None, false) => CacheChoice::Beside,
+    };
+    let split = SplitConfig {
+        seed: a.seed,
+        folds: a.folds,
+        fold: a.fold,
+        holdout: a.holdout,
+    };
+    let pb = crate::progress::bar("loading", "cases");
+    let prepared = pipeline::prepare(&cases, split, &opts, &cache, &a.data, &|done, n| {
+        pb.set_length(n as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
     println!(
-        "{} training cases ({} lesions), {} validation cases ({cached} read from the cache)",
-        train_cases.len(),
-        train_cases
+        "{} training cases ({} lesions), {} validation cases ({} read from the cache)",
+        prepared.train.len(),
+        prepared
+            .train
             .iter()
             .map(|c| c.lesions.lesions.len())
             .sum::<usize>(),
-        val_cases.len()
+        prepared.validation.len(),
+        prepared.cached
     );
-    let engine = engine_for(
-        opts.engine,
+    let bar = crate::progress::bar("training", "iterations");
+    bar.set_length((a.epochs * a.iterations) as u64);
+    let run = RunSpec {
+        dir: &a.out,
+        resume: a.resume,
         device,
-        &opts.network,
-        opts.optimizer,
-        opts.seed,
-    )?;
-    let summary = fit(engine, a, &opts, &split, train_cases, &val_cases)?;
+        target_fp: a.target_fp,
+        intracranial: a.intracranial.as_deref(),
+    };
+    let summary = pipeline::train_run(prepared, &opts, &run, &|p| {
+        bar.set_position(p.iteration as u64);
+        bar.set_message(format!("loss {:.4}", p.loss));
+        if let Some(s) = p.score {
+            bar.println(format!(
+                "epoch {}: validation average precision {s:.3}",
+                p.epoch + 1
+            ));
+        }
+    })?;
+    bar.finish_and_clear();
     println!(
         "{} iterations in {:.0} s ({:.2} it/s, waited {:.1} ms per batch for data); final loss {:.4}{}; model {}",
         summary.iterations,
@@ -386,87 +317,4 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         summary.model.display()
     );
     Ok(())
-}
-
-/// Trains with a progress bar and validation.
-fn fit(
-    engine: Box<dyn delineate_model::engine::Engine>,
-    a: &TrainArgs,
-    opts: &TrainOptions,
-    split: &Split,
-    train_cases: Vec<delineate_model::data::Case>,
-    val_cases: &[ValCase],
-) -> Result<TrainSummary> {
-    let bar = crate::progress::bar("training", "iterations");
-    bar.set_length((a.epochs * a.iterations) as u64);
-    let stage = match &a.intracranial {
-        Some(p) => {
-            let (net, info) = delineate_model::modelfile::load::<Cpu>(p, &Default::default())?;
-            if info.training.get("target").and_then(|t| t.as_str()) != Some("intracranial") {
-                bail!(
-                    "--intracranial {}: not an intracranial-mask model (delineate train --target intracranial)",
-                    p.display()
-                );
-            }
-            Some(Arc::new(delineate_model::validate::StageNet { net, info }))
-        }
-        None => None,
-    };
-    let vopts = ValidationOptions {
-        target_fp_per_case: a.target_fp,
-        save: Some(a.out.join("validation")),
-        intracranial: stage,
-    };
-    let val = |net: &Network<Cpu>, contract: &Contract| {
-        validate(net, &opts.network, contract, val_cases, &vopts)
-    };
-    let validate: Option<Validate> = if val_cases.is_empty() {
-        None
-    } else {
-        Some(&val)
-    };
-    let summary = train(
-        engine,
-        Arc::new(train_cases),
-        opts,
-        RunDir {
-            path: &a.out,
-            resume: a.resume,
-            split: Some(split),
-        },
-        validate,
-        &|p| {
-            bar.set_position(p.iteration as u64);
-            bar.set_message(format!("loss {:.4}", p.loss));
-            if let Some(s) = p.score {
-                bar.println(format!(
-                    "epoch {}: validation average precision {s:.3}",
-                    p.epoch + 1
-                ));
-            }
-        },
-    )?;
-    bar.finish_and_clear();
-    if let Some(p) = &a.intracranial {
-        let mask = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
-        for f in ["best.dlm", "model.dlm"] {
-            let path = a.out.join(f);
-            if !path.is_file() {
-                continue;
-            }
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let both = delineate_model::modelfile::attach(
-                &bytes,
-                &path,
-                delineate_model::modelfile::StageKind::Intracranial,
-                &mask,
-                p,
-            )?;
-            delineate_imaging::atomic::write_atomically(&path, ".dlm", |t, _| {
-                std::fs::write(t, &both).map_err(|e| e.to_string())
-            })?;
-        }
-    }
-    Ok(summary)
 }

@@ -17,6 +17,7 @@
 pub mod input;
 pub mod loaded;
 pub mod predict;
+pub mod train;
 
 pub use input::{detect, read_input, InputKind, ReadInput, Source};
 pub use loaded::{load_model, LoadedModel, StageNet, SHIPPED_MODEL, SHIPPED_MODEL_NAME};
