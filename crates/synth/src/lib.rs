@@ -9,11 +9,13 @@
 //!
 //! Stages, in order: [`template`] (anatomy and tissue classes) →
 //! [`deform`] (this case's brain) → [`lesions`] and [`lookalikes`] (what
-//! enhances) → [`acquire`] (the scanner) → [`output`] and [`preview`].
+//! enhances) → [`acquire`] (the scanner) → [`output`] and [`preview`];
+//! [`dataset`] writes many cases and their manifest.
 
 pub mod acquire;
 pub mod backgrounds;
 pub mod case;
+pub mod dataset;
 pub mod deform;
 pub mod lesions;
 pub mod lookalikes;
@@ -42,13 +44,21 @@ pub enum Error {
     Dicom(#[from] delineate_dicom::Error),
     #[error("{0}")]
     Input(String),
-    #[error("{0}")]
-    Io(String),
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     pub fn io(path: &Path, e: std::io::Error) -> Self {
-        Error::Io(format!("{}: {e}", path.display()))
+        Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     }
 }
 

@@ -5,12 +5,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use delineate_eval::layout::Layout;
+use delineate_synth::dataset::{self, write_dataset, DatasetSpec};
 use delineate_synth::{
-    backgrounds, case_seed, generate_case, output::write_json, preview::write_preview,
-    randomise::Randomisation, write_case, GridSpec, Kind, Manifest, MetCount, SynthParams,
-    Template, TemplateSource,
+    backgrounds, randomise::Randomisation, GridSpec, Kind, MetCount, SynthParams, Template,
+    TemplateSource,
 };
-use rayon::prelude::*;
 
 /// Make synthetic contrast-enhanced T1 cases with instance-labelled truth.
 ///
@@ -288,61 +287,29 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             backgrounds::TEST_ONLY
         );
     }
-    if a.preview {
-        std::fs::create_dir_all(a.out.join("preview"))?;
-    }
-    let names: Vec<String> = (0..a.cases).map(|i| format!("case_{i:03}")).collect();
     let pb = crate::progress::bar("synth", "cases");
     pb.set_length(a.cases as u64);
     let t1 = Instant::now();
-    let results: Vec<Result<usize>> = names
-        .par_iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let seed = case_seed(a.seed, i);
-            let template = &templates[(seed % templates.len() as u64) as usize];
-            let case = generate_case(template, &p, name, seed);
-            if a.layout == Layout::Nnunet {
-                delineate_synth::output::write_case_nnunet(&a.out, &case)?;
-            } else {
-                write_case(&a.out, &case, a.dicom)?;
-            }
-            if a.preview {
-                write_preview(&a.out.join("preview").join(format!("{name}.png")), &case)?;
-            }
-            for w in &case.record.warnings {
-                tracing::warn!("{name}: {w}");
-            }
-            pb.inc(1);
-            Ok(case.record.lesions.len())
-        })
-        .collect();
-    pb.finish_and_clear();
-    let mut lesions = 0;
-    for r in results {
-        lesions += r?;
-    }
-    let manifest = Manifest {
-        generator: "delineate synth",
-        version: delineate_synth::VERSION,
-        seed: a.seed,
-        template: templates
-            .iter()
-            .map(|t| t.name.clone())
-            .collect::<Vec<_>>()
-            .join(","),
-        procedural_template: templates.iter().any(|t| t.procedural),
-        cases: names,
-        params: p,
-        files: {
-            use delineate_synth::output::{BRAIN, IMAGE, INTRACRANIAL, LESIONS, LOOKALIKES, TRUTH};
-            vec![IMAGE, TRUTH, BRAIN, LOOKALIKES, INTRACRANIAL, LESIONS]
+    let summary = write_dataset(
+        &DatasetSpec {
+            out: &a.out,
+            cases: a.cases,
+            seed: a.seed,
+            templates: &templates,
+            params: &p,
+            layout: match a.layout {
+                Layout::Nnunet => dataset::Layout::Nnunet,
+                _ => dataset::Layout::Delineate { dicom: a.dicom },
+            },
+            preview: a.preview,
         },
-    };
+        &|| pb.inc(1),
+    )?;
+    pb.finish_and_clear();
     if a.layout == Layout::Nnunet {
         delineate_eval::layout::write_nnunet_dataset_json(&a.out, a.cases)?;
     }
-    write_json(&a.out.join("manifest.json"), &manifest)?;
+    let lesions = summary.lesions;
     let secs = t1.elapsed().as_secs_f64();
     println!(
         "{} cases, {} lesions in {} ({:.1} s, {:.2} s per case; template {:.1} s)",
