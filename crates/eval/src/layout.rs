@@ -121,7 +121,7 @@ pub fn list(dir: &Path, layout: Layout, channel: usize) -> Result<Vec<LayoutCase
         Layout::Nnunet => {
             let dj = dir.join("dataset.json");
             let text = std::fs::read_to_string(&dj)
-                .map_err(|e| Error::Input(format!("{}: {e}", dj.display())))?;
+                .map_err(Error::io("read the dataset description", &dj))?;
             let d: DatasetJson = serde_json::from_str(&text).map_err(|e| {
                 Error::Input(format!(
                     "{}: not an nnU-Net dataset.json: {e}",
@@ -130,8 +130,7 @@ pub fn list(dir: &Path, layout: Layout, channel: usize) -> Result<Vec<LayoutCase
             })?;
             let suffix = format!("_{channel:04}{}", d.file_ending);
             let images = dir.join("imagesTr");
-            let rd = std::fs::read_dir(&images)
-                .map_err(|e| Error::Input(format!("{}: {e}", images.display())))?;
+            let rd = std::fs::read_dir(&images).map_err(Error::io("list the images", &images))?;
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
                 let Some(case) = n.strip_suffix(&suffix) else {

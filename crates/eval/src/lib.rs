@@ -40,6 +40,29 @@ pub enum Error {
     Dicom(#[from] delineate_dicom::Error),
     #[error("{0}")]
     Input(String),
+    /// A file or folder could not be read or written.
+    #[error("{}: cannot {what}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Maps an I/O error on `path`, met while trying to `what`, keeping
+    /// it as the cause.
+    pub fn io<'a>(
+        what: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Which confidence thresholds the curves use.

@@ -89,8 +89,7 @@ pub fn write_reports(
     experiments: &[Experiment],
     opts: &EvalOptions,
 ) -> Result<(), Error> {
-    std::fs::create_dir_all(out)
-        .map_err(|e| Error::Input(format!("{}: cannot create: {e}", out.display())))?;
+    std::fs::create_dir_all(out).map_err(Error::io("create the report folder", out))?;
     let json = ReportJson {
         generator: "delineate evaluate",
         version: env!("CARGO_PKG_VERSION"),

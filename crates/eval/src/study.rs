@@ -117,8 +117,7 @@ fn fill(t: &str, case: &str, rater: &str) -> String {
 }
 
 pub fn read_design(path: &Path) -> Result<Design, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(Error::io("read the study design", path))?;
     parse_design(&text, path)
 }
 
@@ -178,8 +177,8 @@ fn load_mask(path: &Path, reference: Option<&Path>) -> Result<Volume<bool>, Erro
 }
 
 fn read_times(path: &Path) -> Result<Times, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(Error::io("read the contouring times", path))?;
     parse_times(&text, path)
 }
 

@@ -314,8 +314,8 @@ pub struct CandidateSet {
 
 impl CandidateSet {
     pub fn read(path: &std::path::Path) -> Result<Self, crate::Error> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| crate::Error::Input(format!("{}: cannot read: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(crate::Error::io("read the candidate set", path))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             crate::Error::Input(format!(
                 "{}: not a candidate set (delineate candidates): {e}",

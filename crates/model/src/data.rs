@@ -48,8 +48,7 @@ pub struct Case {
 /// Case folders of a dataset, sorted by name.
 pub fn case_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| Error::Input(format!("{}: cannot read: {e}", dir.display())))?;
+    let rd = std::fs::read_dir(dir).map_err(Error::io("list the dataset folder", dir))?;
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();

@@ -76,3 +76,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 }
+
+impl Error {
+    /// Maps an I/O error on `path`, met while trying to `what`, keeping
+    /// it as the cause.
+    pub fn io<'a>(
+        what: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

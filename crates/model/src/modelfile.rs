@@ -386,8 +386,7 @@ pub fn parse_staged<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>, Erro
 
 /// Loads a model file onto `device`.
 pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Network<B>, ModelInfo), Error> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(Error::io("read the model file", path))?;
     from_bytes(&bytes, path, device)
 }
 
