@@ -55,15 +55,19 @@ pub fn router(svc: Svc) -> Router {
         .merge(review)
 }
 
-pub async fn serve(svc: Svc, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve(svc: Svc, listener: tokio::net::TcpListener) -> Result<(), crate::Error> {
     let app = router(svc);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown())
-    .await?;
-    Ok(())
+    .await
+    .map_err(|source| crate::Error::Net {
+        address: "HTTP".into(),
+        action: "serve",
+        source,
+    })
 }
 
 pub async fn shutdown() {

@@ -75,6 +75,14 @@ pub enum Error {
     },
     #[error("job queue: {0}")]
     Queue(String),
+    /// A port could not be opened, or a server stopped on an I/O error.
+    #[error("{address}: cannot {action}")]
+    Net {
+        address: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -211,8 +219,7 @@ pub fn private_umask() {
 }
 
 /// Runs the service until SIGINT/SIGTERM. `exe` is the `delineate` binary.
-pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
-    use anyhow::Context;
+pub fn run(config_path: &Path, exe: PathBuf) -> Result<(), Error> {
     private_umask();
     let config = Config::load(config_path)?;
     let svc = Service::new(config, exe)?;
@@ -220,16 +227,24 @@ pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
     let n = &svc.config.node;
     let dicom = if n.plain {
         Some(
-            std::net::TcpListener::bind((n.bind.as_str(), n.port))
-                .with_context(|| format!("DICOM port {}:{}: cannot listen", n.bind, n.port))?,
+            std::net::TcpListener::bind((n.bind.as_str(), n.port)).map_err(|source| {
+                Error::Net {
+                    address: format!("DICOM port {}:{}", n.bind, n.port),
+                    action: "listen",
+                    source,
+                }
+            })?,
         )
     } else {
         None
     };
     let dicom_tls = match (n.tls_port, &n.tls_cert, &n.tls_key) {
         (Some(port), Some(cert), Some(key)) => Some((
-            std::net::TcpListener::bind((n.bind.as_str(), port))
-                .with_context(|| format!("DICOM TLS port {}:{port}: cannot listen", n.bind))?,
+            std::net::TcpListener::bind((n.bind.as_str(), port)).map_err(|source| Error::Net {
+                address: format!("DICOM TLS port {}:{port}", n.bind),
+                action: "listen",
+                source,
+            })?,
             tls::server_config(cert, key, n.tls_client_ca.as_deref(), false)?,
         )),
         _ => None,
@@ -241,7 +256,11 @@ pub fn run(config_path: &Path, exe: PathBuf) -> anyhow::Result<()> {
     let rt = http_runtime()?;
     let http = rt
         .block_on(tokio::net::TcpListener::bind(&svc.config.http.bind))
-        .with_context(|| format!("HTTP {}: cannot listen", svc.config.http.bind))?;
+        .map_err(|source| Error::Net {
+            address: format!("HTTP {}", svc.config.http.bind),
+            action: "listen",
+            source,
+        })?;
     let mut threads = Vec::new();
     if let Some(l) = dicom {
         let s = svc.clone();
@@ -362,14 +381,13 @@ pub fn run_review(
     image: Option<&Path>,
     port: u16,
     reviewer: &str,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
+) -> Result<(), Error> {
     private_umask();
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "case".into());
-    let case = review::Case::load(&name, out, image, None).map_err(anyhow::Error::msg)?;
+    let case = review::Case::load(&name, out, image, None).map_err(Error::Other)?;
     let audit = Arc::new(audit::Audit::open(&out.join("review-audit.jsonl"))?);
     let token = queue::new_id() + &queue::new_id();
     let app = Arc::new(review::ReviewApp {
@@ -382,8 +400,16 @@ pub fn run_review(
     let rt = http_runtime()?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-        .with_context(|| format!("127.0.0.1:{port}: cannot listen"))?;
-    let addr = listener.local_addr()?;
+        .map_err(|source| Error::Net {
+            address: format!("127.0.0.1:{port}"),
+            action: "listen",
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Net {
+        address: format!("127.0.0.1:{port}"),
+        action: "read the bound address",
+        source,
+    })?;
     // A closed stdout (a caller that read the link and left) is no reason
     // to stop serving.
     let mut stdout = std::io::stdout();
@@ -402,11 +428,14 @@ pub fn run_review(
 
 /// The tokio runtime behind the HTTP servers: two threads are plenty, the
 /// heavy work runs on blocking threads and in worker processes.
-fn http_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    use anyhow::Context;
+fn http_runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("cannot start the HTTP runtime")
+        .map_err(|source| Error::Net {
+            address: "the HTTP runtime".into(),
+            action: "start",
+            source,
+        })
 }

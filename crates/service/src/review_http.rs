@@ -266,13 +266,17 @@ async fn download(State(app): State<App>, UrlPath(id): UrlPath<String>) -> Respo
 }
 
 /// Serves the review page of one case (`delineate review`) until Ctrl-C.
-pub async fn serve_one(app: App, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve_one(app: App, listener: tokio::net::TcpListener) -> Result<(), crate::Error> {
     let r = router(app).route("/", get(|| async { Redirect::temporary("/review/case/") }));
     axum::serve(
         listener,
         r.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(crate::http::shutdown())
-    .await?;
-    Ok(())
+    .await
+    .map_err(|source| crate::Error::Net {
+        address: "the review page".into(),
+        action: "serve",
+        source,
+    })
 }

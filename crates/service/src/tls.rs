@@ -79,7 +79,7 @@ pub async fn serve_https(
     listener: tokio::net::TcpListener,
     config: Arc<ServerConfig>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), crate::Error> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;

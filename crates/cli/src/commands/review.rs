@@ -40,5 +40,10 @@ pub fn run(a: &ReviewArgs) -> Result<()> {
         .or_else(|| std::env::var("USER").ok())
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| anyhow::anyhow!("--reviewer: who reviews? ($USER is not set)"))?;
-    delineate_service::run_review(&a.case_dir, a.image.as_deref(), a.port, &reviewer)
+    Ok(delineate_service::run_review(
+        &a.case_dir,
+        a.image.as_deref(),
+        a.port,
+        &reviewer,
+    )?)
 }

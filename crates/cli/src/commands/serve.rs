@@ -47,5 +47,5 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     }
     let config = a.config.as_deref().context("--config is required")?;
     let exe = std::env::current_exe().context("cannot find the delineate executable")?;
-    delineate_service::run(config, exe)
+    Ok(delineate_service::run(config, exe)?)
 }
