@@ -66,6 +66,14 @@ pub struct LesionView {
     pub centre: [usize; 3],
 }
 
+/// A reviewer's decision on one lesion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Accepted,
+    Rejected,
+}
+
 /// Decisions stored with the case (`review.json`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -74,8 +82,8 @@ pub struct Decisions {
     pub time: String,
     /// The result the decisions were made on (lesions.json `result_id`).
     pub result_id: String,
-    /// Lesion id → "accepted" or "rejected".
-    pub decisions: BTreeMap<u32, String>,
+    /// Lesion id → its decision (undecided lesions are absent).
+    pub decisions: BTreeMap<u32, Decision>,
 }
 
 impl Case {
@@ -240,11 +248,9 @@ impl Case {
         job: &str,
     ) -> Result<(), String> {
         let known: Vec<u32> = self.lesions.iter().map(|l| l.id).collect();
-        for (id, v) in &d.decisions {
-            if !known.contains(id) || (v != "accepted" && v != "rejected") {
-                return Err(format!(
-                    "lesion {id}: {v:?} (lesions {known:?}; accepted or rejected)"
-                ));
+        for id in d.decisions.keys() {
+            if !known.contains(id) {
+                return Err(format!("lesion {id}: not in this result (lesions {known:?})"));
             }
         }
         let mut d = d.clone();
@@ -252,17 +258,17 @@ impl Case {
         d.result_id = self.result_id.clone();
         let bytes = serde_json::to_vec_pretty(&d).map_err(|e| e.to_string())?;
         crate::durable::write(&self.dir.join("review.json"), &bytes).map_err(|e| e.to_string())?;
-        let pick = |s: &str| -> Vec<u32> {
+        let pick = |s: Decision| -> Vec<u32> {
             d.decisions
                 .iter()
-                .filter(|(_, v)| *v == s)
+                .filter(|(_, v)| **v == s)
                 .map(|(k, _)| *k)
                 .collect()
         };
         audit.event(
             "review_decisions",
             json!({"job": job, "case": self.name, "reviewer": d.reviewer, "client": who,
-                   "accepted": pick("accepted"), "rejected": pick("rejected"),
+                   "accepted": pick(Decision::Accepted), "rejected": pick(Decision::Rejected),
                    "undecided": known.iter().filter(|k| !d.decisions.contains_key(k)).collect::<Vec<_>>()}),
         );
         Ok(())

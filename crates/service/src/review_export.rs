@@ -59,7 +59,7 @@ pub fn export(
     let accepted: Vec<u32> = d
         .decisions
         .iter()
-        .filter(|(_, v)| *v == "accepted")
+        .filter(|(_, v)| **v == crate::review::Decision::Accepted)
         .map(|(k, _)| *k)
         .collect();
     if accepted.is_empty() {
