@@ -34,6 +34,61 @@ fn line_hash(line: &str) -> String {
     crate::queue::hex(&Sha256::digest(line.as_bytes()))
 }
 
+/// What an audit entry records (its `event` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditEvent {
+    Association,
+    AssociationRejected,
+    JobFailed,
+    JobInferred,
+    JobQueued,
+    JobRequeued,
+    JobRetry,
+    JobStarted,
+    JobSuperseded,
+    Purged,
+    ReviewDecisions,
+    ReviewExport,
+    SeriesDuplicate,
+    SeriesIncomplete,
+    SeriesSkipped,
+    SeriesWaiting,
+    ServiceStarted,
+    ServiceStopped,
+    UploadRefused,
+    Delivered,
+    DeliveryFailed,
+}
+
+impl AuditEvent {
+    /// The name written into the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::Association => "association",
+            AuditEvent::AssociationRejected => "association_rejected",
+            AuditEvent::JobFailed => "job_failed",
+            AuditEvent::JobInferred => "job_inferred",
+            AuditEvent::JobQueued => "job_queued",
+            AuditEvent::JobRequeued => "job_requeued",
+            AuditEvent::JobRetry => "job_retry",
+            AuditEvent::JobStarted => "job_started",
+            AuditEvent::JobSuperseded => "job_superseded",
+            AuditEvent::Purged => "purged",
+            AuditEvent::ReviewDecisions => "review_decisions",
+            AuditEvent::ReviewExport => "review_export",
+            AuditEvent::SeriesDuplicate => "series_duplicate",
+            AuditEvent::SeriesIncomplete => "series_incomplete",
+            AuditEvent::SeriesSkipped => "series_skipped",
+            AuditEvent::SeriesWaiting => "series_waiting",
+            AuditEvent::ServiceStarted => "service_started",
+            AuditEvent::ServiceStopped => "service_stopped",
+            AuditEvent::UploadRefused => "upload_refused",
+            AuditEvent::Delivered => "delivered",
+            AuditEvent::DeliveryFailed => "delivery_failed",
+        }
+    }
+}
+
 impl Audit {
     pub fn open(path: &Path) -> Result<Self, Error> {
         let head = match std::fs::File::open(path) {
@@ -59,10 +114,10 @@ impl Audit {
     /// Appends `{"time": ..., "event": event, ...fields, "prev": ...}` and
     /// flushes it to disk (an audit entry that a crash can lose is not an
     /// audit entry).
-    pub fn event(&self, event: &str, fields: serde_json::Value) {
+    pub fn event(&self, event: AuditEvent, fields: serde_json::Value) {
         let mut obj = serde_json::Map::new();
         obj.insert("time".into(), rfc3339_now().into());
-        obj.insert("event".into(), event.into());
+        obj.insert("event".into(), event.as_str().into());
         if let serde_json::Value::Object(m) = fields {
             obj.extend(m);
         }
@@ -157,13 +212,13 @@ mod tests {
         {
             let a = Audit::open(&p).unwrap();
             for n in 0..5 {
-                a.event("x", serde_json::json!({"n": n}));
+                a.event(AuditEvent::JobQueued, serde_json::json!({"n": n}));
             }
         }
         // Reopened: the chain continues.
         Audit::open(&p)
             .unwrap()
-            .event("x", serde_json::json!({"n": 5}));
+            .event(AuditEvent::JobQueued, serde_json::json!({"n": 5}));
         let v = verify(&p).unwrap();
         assert_eq!(v.lines, 6);
         let text = std::fs::read_to_string(&p).unwrap();

@@ -319,7 +319,7 @@ pub fn run(config_path: &Path, exe: PathBuf) -> Result<(), Error> {
         println!("{line}");
     }
     svc.audit.event(
-        "service_started",
+        crate::audit::AuditEvent::ServiceStarted,
         serde_json::json!({"pid": std::process::id(),
             "research_model": svc.config.research_model(),
             "immediate": svc.config.immediate_destinations().map(|d| d.name.clone()).collect::<Vec<_>>()}),
@@ -335,7 +335,10 @@ pub fn run(config_path: &Path, exe: PathBuf) -> Result<(), Error> {
     }
     svc.stop.store(true, Ordering::Relaxed);
     worker::kill_children(&svc);
-    svc.audit.event("service_stopped", serde_json::json!({}));
+    svc.audit.event(
+        crate::audit::AuditEvent::ServiceStopped,
+        serde_json::json!({}),
+    );
     Ok(())
 }
 

@@ -250,7 +250,9 @@ impl Case {
         let known: Vec<u32> = self.lesions.iter().map(|l| l.id).collect();
         for id in d.decisions.keys() {
             if !known.contains(id) {
-                return Err(format!("lesion {id}: not in this result (lesions {known:?})"));
+                return Err(format!(
+                    "lesion {id}: not in this result (lesions {known:?})"
+                ));
             }
         }
         let mut d = d.clone();
@@ -266,7 +268,7 @@ impl Case {
                 .collect()
         };
         audit.event(
-            "review_decisions",
+            crate::audit::AuditEvent::ReviewDecisions,
             json!({"job": job, "case": self.name, "reviewer": d.reviewer, "client": who,
                    "accepted": pick(Decision::Accepted), "rejected": pick(Decision::Rejected),
                    "undecided": known.iter().filter(|k| !d.decisions.contains_key(k)).collect::<Vec<_>>()}),

@@ -222,7 +222,7 @@ async fn export(
         let o = crate::review_export::export(&c, &id, a.exports.as_ref(), &destinations)
             .map_err(|e| (409, e))?;
         a.audit.event(
-            "review_export",
+            crate::audit::AuditEvent::ReviewExport,
             json!({"job": id, "case": c.name, "reviewer": o.record.reviewer, "user": who.name,
                    "client": peer.to_string(),
                    "accepted": o.record.accepted, "rtstruct_uid": o.record.sop_uid,

@@ -179,7 +179,7 @@ fn refused(svc: &Service, peer: &str, reason: String) {
     Counters::inc(&svc.counters.associations_rejected);
     tracing::warn!(peer, "association refused: {reason}");
     svc.audit.event(
-        "association_rejected",
+        crate::audit::AuditEvent::AssociationRejected,
         json!({"peer": peer, "calling_ae": "", "reason": reason}),
     );
 }
@@ -217,7 +217,7 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::
         Counters::inc(&svc.counters.associations_rejected);
         tracing::warn!(peer, "connection dropped: {why}");
         svc.audit.event(
-            "association_rejected",
+            crate::audit::AuditEvent::AssociationRejected,
             json!({"peer": peer, "calling_ae": "", "reason": why}),
         );
         return;
@@ -241,7 +241,7 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::
             let reason = e.to_string();
             tracing::warn!(peer, calling_ae = calling, "association refused: {reason}");
             svc.audit.event(
-                "association_rejected",
+                crate::audit::AuditEvent::AssociationRejected,
                 json!({"peer": peer, "calling_ae": calling, "reason": reason}),
             );
             return;
@@ -266,7 +266,7 @@ fn handle(svc: &Service, stream: TcpStream, peer: &str, tls: Option<Arc<rustls::
         Established::Tls(a) => (session.serve(*a), "tls"),
     };
     svc.audit.event(
-        "association",
+        crate::audit::AuditEvent::Association,
         json!({"peer": peer, "calling_ae": calling, "stored": session.stored,
                "refused": session.refused, "series": session.series, "end": end,
                "transport": transport}),

@@ -60,7 +60,7 @@ pub async fn upload(
     let refuse = |svc: &Service, status: StatusCode, msg: String, bytes: u64| {
         Counters::inc(&svc.counters.uploads_refused);
         svc.audit.event(
-            "upload_refused",
+            crate::audit::AuditEvent::UploadRefused,
             json!({"peer": peer_s, "user": who.name, "bytes": bytes, "reason": msg}),
         );
         err(status, msg)
@@ -244,7 +244,7 @@ fn accept_upload(
         })
         .map_err(|e| internal(e.to_string()))?;
     svc.audit.event(
-        "job_queued",
+        crate::audit::AuditEvent::JobQueued,
         json!({"job": id, "source": "http", "peer": peer, "user": user, "bytes": bytes, "kind": kind,
                "series_uid": key.series_uid, "study_uid": key.study_uid, "content_hash": hash}),
     );

@@ -34,13 +34,13 @@ pub fn recover(svc: &Service) -> Result<(), Error> {
         }
         if again {
             svc.audit.event(
-                "job_requeued",
+                crate::audit::AuditEvent::JobRequeued,
                 json!({"job": id, "reason": "service restarted while the job ran",
                        "orphan_stopped": ours}),
             );
         } else {
             svc.audit.event(
-                "job_failed",
+                crate::audit::AuditEvent::JobFailed,
                 json!({"job": id, "error": format!("the service stopped while this job ran on each of its {max} attempts: not run again"),
                        "orphan_stopped": ours}),
             );
@@ -109,7 +109,7 @@ fn complete(
         svc.queue.close_batch(&b.id, Outcome::Skipped, None)?;
         Counters::inc(&svc.counters.series_skipped);
         svc.audit.event(
-            "series_skipped",
+            crate::audit::AuditEvent::SeriesSkipped,
             merge(
                 ids,
                 json!({"rule": decision.rule, "not_matched": decision.not_matched,
@@ -125,7 +125,7 @@ fn complete(
         if waited < svc.config.node.incomplete_wait_s {
             if waiting.insert(b.id.clone()) {
                 svc.audit.event(
-                    "series_waiting",
+                    crate::audit::AuditEvent::SeriesWaiting,
                     merge(
                         ids,
                         json!({"reason": why, "wait_s": svc.config.node.incomplete_wait_s}),
@@ -138,7 +138,7 @@ fn complete(
         svc.queue.close_batch(&b.id, Outcome::Incomplete, None)?;
         Counters::inc(&svc.counters.series_incomplete);
         svc.audit.event(
-            "series_incomplete",
+            crate::audit::AuditEvent::SeriesIncomplete,
             merge(
                 ids,
                 json!({"reason": why, "action": "not processed: a partial volume is never contoured; \
@@ -159,7 +159,7 @@ fn complete(
         svc.queue.close_batch(&b.id, Outcome::Duplicate, None)?;
         Counters::inc(&svc.counters.series_duplicate);
         svc.audit.event(
-            "series_duplicate",
+            crate::audit::AuditEvent::SeriesDuplicate,
             merge(
                 ids,
                 json!({"same_as_job": of, "action": "not processed again"}),
@@ -185,7 +185,7 @@ fn complete(
     svc.queue.close_batch(&b.id, Outcome::Job, Some(&job))?;
     if let Some((old, _, rev)) = &previous {
         svc.audit.event(
-            "job_superseded",
+            crate::audit::AuditEvent::JobSuperseded,
             json!({"job": old, "superseded_by": b.id, "series_uid": k.series_uid,
                    "revision": rev + 1,
                    "reason": "more of the series arrived after the earlier job was made: \
@@ -193,7 +193,7 @@ fn complete(
         );
     }
     svc.audit.event(
-        "job_queued",
+        crate::audit::AuditEvent::JobQueued,
         merge(
             ids,
             json!({"job": b.id, "source": "dicom", "rule": decision.rule,
@@ -226,7 +226,7 @@ pub fn inference_loop(svc: Arc<Service>) {
 
 fn run(svc: &Service, job: &queue::Job) {
     svc.audit.event(
-        "job_started",
+        crate::audit::AuditEvent::JobStarted,
         json!({"job": job.id, "attempt": job.attempts, "series_uid": job.series_uid,
                "revision": job.revision}),
     );
@@ -263,7 +263,7 @@ fn run(svc: &Service, job: &queue::Job) {
                     "unknown"
                 });
             svc.audit.event(
-                "job_inferred",
+                crate::audit::AuditEvent::JobInferred,
                 json!({"job": job.id, "lesions": r.lesions, "rtstruct": r.rtstruct,
                        "inference_s": secs, "deliver_to": dests, "state": state,
                        "warnings": r.warnings}),
@@ -278,7 +278,7 @@ fn run(svc: &Service, job: &queue::Job) {
             if e.crashed && job.attempts < max {
                 let _ = svc.queue.retry(&job.id, &e.message);
                 svc.audit.event(
-                    "job_retry",
+                    crate::audit::AuditEvent::JobRetry,
                     json!({"job": job.id, "attempt": job.attempts, "max_attempts": max,
                            "error": e.message}),
                 );
@@ -291,7 +291,7 @@ fn run(svc: &Service, job: &queue::Job) {
             };
             let _ = svc.queue.fail(&job.id, &error);
             svc.audit.event(
-                "job_failed",
+                crate::audit::AuditEvent::JobFailed,
                 json!({"job": job.id, "error": error, "attempts": job.attempts}),
             );
         }
@@ -474,10 +474,11 @@ fn deliver(svc: &Service, d: &Delivery) {
         "attempt": d.attempts + 1, "seconds": t.elapsed().as_secs_f64(),
         "rtstruct_uid": crate::scu::instance_uid(&rt)});
     match &result {
-        Ok(()) => svc.audit.event("delivered", fields),
-        Err(e) => svc
-            .audit
-            .event("delivery_failed", merge(fields, json!({"error": e}))),
+        Ok(()) => svc.audit.event(crate::audit::AuditEvent::Delivered, fields),
+        Err(e) => svc.audit.event(
+            crate::audit::AuditEvent::DeliveryFailed,
+            merge(fields, json!({"error": e})),
+        ),
     }
     if let Err(e) = svc.queue.delivery_attempt(
         d,
@@ -515,7 +516,7 @@ pub fn purge_loop(svc: Arc<Service>) {
                     }
                     if svc.queue.mark_purged(&id).is_ok() {
                         svc.audit.event(
-                            "purged",
+                            crate::audit::AuditEvent::Purged,
                             json!({"job": id, "bytes": bytes, "retention_days": days}),
                         );
                     }
@@ -526,7 +527,7 @@ pub fn purge_loop(svc: Arc<Service>) {
                         let bytes = dir_bytes(&d);
                         if std::fs::remove_dir_all(&d).is_ok() {
                             svc.audit.event(
-                                "purged",
+                                crate::audit::AuditEvent::Purged,
                                 json!({"batch": b, "bytes": bytes, "retention_days": days}),
                             );
                         }
