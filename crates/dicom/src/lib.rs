@@ -36,6 +36,7 @@ pub mod pixels;
 pub mod provenance;
 pub mod read;
 pub mod roi_select;
+pub mod rois;
 pub mod rtstruct_read;
 pub mod rtstruct_write;
 pub mod scan;

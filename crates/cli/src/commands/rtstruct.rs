@@ -3,12 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use delineate_dicom::{write_rtstruct, DicomSeries, RoiSpec, RtStructOptions};
-use delineate_imaging::measure::{equivalent_diameter_mm, voxel_volume_mm3};
-use delineate_imaging::{
-    connected_components, read_nifti_any, write_nifti, Connectivity, Geometry, NiftiWriteOptions,
-    Volume,
-};
+use delineate_dicom::rois::{labels_on_grid, roi_specs, RoiPer};
+use delineate_dicom::{write_rtstruct, DicomSeries, RtStructOptions};
+use delineate_imaging::{write_nifti, NiftiWriteOptions};
 
 use crate::input::SeriesArgs;
 
@@ -98,96 +95,20 @@ fn load_reference(path: &Path, series: &SeriesArgs) -> Result<DicomSeries> {
     Ok(s)
 }
 
-/// Reads a label map and brings it onto `grid` (exact reorientation only).
-fn load_labels(path: &Path, grid: &Geometry) -> Result<Volume<u32>> {
-    let (any, _) = read_nifti_any(path)?;
-    let mut labels = any.to_labels().map_err(|bad| {
-        anyhow::anyhow!(
-            "{}: value {bad} is not a label (labels are non-negative integers)",
-            path.display()
-        )
-    })?;
-    if !labels
-        .geometry()
-        .same_grid(grid, delineate_dicom::rtstruct_write::GRID_TOLERANCE_MM)
-    {
-        labels = labels.reorient(&grid.orientation_code())?;
-    }
-    if !labels
-        .geometry()
-        .same_grid(grid, delineate_dicom::rtstruct_write::GRID_TOLERANCE_MM)
-    {
-        bail!(
-            "{}: the mask grid ({:?} voxels, {:?} mm) differs from the reference series ({:?} voxels, {:?} mm); resample it onto the series first",
-            path.display(),
-            labels.geometry().size,
-            labels.geometry().spacing,
-            grid.size,
-            grid.spacing
-        );
-    }
-    // Same grid: take the reference geometry exactly.
-    labels.set_geometry(grid.clone())?;
-    Ok(labels)
-}
-
 fn write(a: &WriteArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let reference = load_reference(&a.reference, &a.series)?;
     tracing::info!(seconds = t.elapsed().as_secs_f64(), "read reference series");
     let grid = reference.volume.geometry().clone();
     let t = std::time::Instant::now();
-    let mut labels = load_labels(&a.mask, &grid)?;
+    let labels = labels_on_grid(&a.mask, &grid)?;
     tracing::info!(seconds = t.elapsed().as_secs_f64(), "read mask");
-    let voxel_mm3 = voxel_volume_mm3(&grid);
-    let mut rois = Vec::new();
-    if a.per_lesion {
-        let cc = connected_components(&labels, Connectivity::TwentySix);
-        let mut order: Vec<usize> = (0..cc.stats.len()).collect();
-        order.sort_by(|&x, &y| cc.stats[y].voxels.cmp(&cc.stats[x].voxels).then(x.cmp(&y)));
-        let mut rank = vec![0u32; cc.stats.len() + 1];
-        for (r, &c) in order.iter().enumerate() {
-            rank[c + 1] = r as u32 + 1;
-            let v = cc.stats[c].voxels as f64 * voxel_mm3;
-            rois.push(RoiSpec {
-                label: r as u32 + 1,
-                name: a
-                    .names
-                    .get(r)
-                    .cloned()
-                    .unwrap_or_else(|| format!("Lesion {}", r + 1)),
-                color: delineate_dicom::rtstruct_write::PALETTE[r % 8],
-                interpreted_type: a.interpreted_type.clone(),
-                description: format!(
-                    "volume {v:.1} mm3; equivalent diameter {:.1} mm",
-                    equivalent_diameter_mm(v)
-                ),
-            });
-        }
-        labels = cc.labels.map(|&l| rank[l as usize]);
+    let per = if a.per_lesion {
+        RoiPer::Lesion
     } else {
-        let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
-        for &l in labels.as_slice().iter().filter(|&&l| l != 0) {
-            *counts.entry(l).or_default() += 1;
-        }
-        for (n, (&l, &count)) in counts.iter().enumerate() {
-            let v = count as f64 * voxel_mm3;
-            rois.push(RoiSpec {
-                label: l,
-                name: a
-                    .names
-                    .get(n)
-                    .cloned()
-                    .unwrap_or_else(|| format!("Label {l}")),
-                color: delineate_dicom::rtstruct_write::PALETTE[n % 8],
-                interpreted_type: a.interpreted_type.clone(),
-                description: format!(
-                    "volume {v:.1} mm3; equivalent diameter {:.1} mm",
-                    equivalent_diameter_mm(v)
-                ),
-            });
-        }
-    }
+        RoiPer::Label
+    };
+    let (labels, rois) = roi_specs(&labels, per, &a.names, &a.interpreted_type);
     if rois.is_empty() {
         bail!(
             "{}: the mask is empty: there is nothing to contour (no RTSTRUCT written)",
