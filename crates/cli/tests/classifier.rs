@@ -92,6 +92,49 @@ fn a_classifier_is_fitted_attached_and_run_by_segment() {
         "{e}"
     );
     assert!(!tmp.path().join("bad.dlm").exists());
+    // Several sets are fitted on together; one from another network among
+    // them is refused by name.
+    let e = fails(&[
+        "model",
+        "classifier",
+        &s(&shipped()),
+        "--fit",
+        &fit,
+        "--fit",
+        &t("other.json"),
+        "--validation",
+        &val,
+        "--out",
+        &t("bad.dlm"),
+    ]);
+    assert!(
+        e.contains("other.json") && e.contains("another lesion network"),
+        "{e}"
+    );
+    let both = ok(&[
+        "model",
+        "classifier",
+        &s(&shipped()),
+        "--fit",
+        &fit,
+        "--fit",
+        &val,
+        "--validation",
+        &val,
+        "--trees",
+        "40",
+        "--out",
+        &t("both.dlm"),
+    ]);
+    let cases = |o: &str| -> usize {
+        let at = o.find(" cases;").unwrap();
+        o[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        cases(&both),
+        cases(&out) + 1,
+        "the fit cases of both sets:\n{out}\n{both}"
+    );
 
     // segment with the classifier and without it.
     let image = t("val/case_000/image.nii.gz");

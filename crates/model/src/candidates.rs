@@ -324,6 +324,42 @@ impl CandidateSet {
         })
     }
 
+    /// Reads several sets and joins them into one (each case named
+    /// `FILE'S FOLDER/CASE`); they must come from the same lesion network
+    /// with the same options, or the file that differs is named.
+    pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Self, crate::Error> {
+        let mut out: Option<CandidateSet> = None;
+        for path in paths {
+            let mut set = Self::read(path)?;
+            let tag = path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if paths.len() > 1 {
+                for c in &mut set.cases {
+                    c.case = format!("{tag}/{}", c.case);
+                }
+            }
+            match &mut out {
+                None => out = Some(set),
+                Some(all) => {
+                    let same_options = serde_json::to_value(&all.options).ok()
+                        == serde_json::to_value(&set.options).ok();
+                    if all.lesion_network_sha256 != set.lesion_network_sha256 || !same_options {
+                        return Err(crate::Error::Input(format!(
+                            "{}: found with another lesion network or other options than {}",
+                            path.display(),
+                            paths[0].display()
+                        )));
+                    }
+                    all.cases.extend(set.cases);
+                }
+            }
+        }
+        out.ok_or_else(|| crate::Error::Input("no candidate set given".into()))
+    }
+
     /// Lesions by size with whether the candidates reach them.
     pub fn reach(&self) -> impl Iterator<Item = &LesionReach> {
         self.cases.iter().flat_map(|c| c.result.reach.iter())

@@ -35,12 +35,14 @@ pub enum ModelCommand {
     Classifier {
         /// The lesion model file.
         model: PathBuf,
-        /// Candidates of the training cases (candidates.json).
-        #[arg(long)]
-        fit: PathBuf,
-        /// Candidates of the validation cases (candidates.json).
-        #[arg(long)]
-        validation: PathBuf,
+        /// Candidates of the training cases (candidates.json); several
+        /// sets (repeat the option) are fitted on together.
+        #[arg(long, required = true)]
+        fit: Vec<PathBuf>,
+        /// Candidates of the validation cases (candidates.json); repeat
+        /// the option for several sets.
+        #[arg(long, required = true)]
+        validation: Vec<PathBuf>,
         /// The new model file (written whole, or not at all).
         #[arg(long)]
         out: PathBuf,
@@ -102,10 +104,10 @@ pub fn run(cmd: &ModelCommand) -> Result<()> {
                 ..Default::default()
             };
             let c = LesionClassifier::fit(
-                &CandidateSet::read(fit)?,
-                fit,
-                &CandidateSet::read(validation)?,
-                validation,
+                &CandidateSet::read_all(fit)?,
+                &fit[0],
+                &CandidateSet::read_all(validation)?,
+                &validation[0],
                 &config,
             )?;
             let bytes = modelfile::attach_classifier(&m, model, &c)?;
