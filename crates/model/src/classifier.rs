@@ -63,6 +63,12 @@ pub struct ClassifierConfig {
     /// The operating threshold is the lowest score that keeps the
     /// validation cases at or under this many false positives per case.
     pub target_fp_per_case: f64,
+    /// Whether the classifier's score alone ranks the network's lesions
+    /// too, so that it may drop one the network would deliver (`false`:
+    /// a network lesion keeps at least the network's own confidence,
+    /// [`network_confidence`]). Files before 2026-12-07 have no veto.
+    #[serde(default)]
+    pub veto: bool,
 }
 
 impl Default for ClassifierConfig {
@@ -73,6 +79,7 @@ impl Default for ClassifierConfig {
             max_depth: 5,
             seed: 7,
             target_fp_per_case: 1.0,
+            veto: false,
         }
     }
 }

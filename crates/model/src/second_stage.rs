@@ -61,12 +61,16 @@ pub fn classified_lesions(
     let features: Vec<Vec<f32>> = candidates.iter().map(|c| c.features.clone()).collect();
     let scores = classifier.score(&features);
     // A network lesion keeps at least the network's own confidence, on the
-    // classifier's scale.
+    // classifier's scale, unless the classifier may veto.
+    // With the veto, the classifier's score alone (of the candidates on
+    // the lesion; every component's peak is one).
     let mut confidence = vec![0f32; n + 1];
-    for (&l, &p) in labels.as_slice().iter().zip(probability.as_slice()) {
-        if l > 0 {
-            let c = network_confidence(p, network_threshold, classifier.operating_threshold);
-            confidence[l as usize] = confidence[l as usize].max(c);
+    if !classifier.config.veto {
+        for (&l, &p) in labels.as_slice().iter().zip(probability.as_slice()) {
+            if l > 0 {
+                let c = network_confidence(p, network_threshold, classifier.operating_threshold);
+                confidence[l as usize] = confidence[l as usize].max(c);
+            }
         }
     }
     let floor = local_floor(classifier);

@@ -305,4 +305,46 @@ fn the_classifier_finds_small_lesions_among_vessels_and_travels_in_the_model_fil
         clf.operating_threshold,
     );
     assert!(s.delivered.list.iter().all(|l| l.confidence >= on_scale));
+
+    // With the veto, the classifier's score alone ranks the network's
+    // lesions too: nothing is floored at the network's confidence, and most
+    // of what the sure network delivers is dropped. (Its 0.99 on every
+    // vessel lies outside what the classifier was fitted on, where the
+    // network gave 0.005: the network's probability is one of its
+    // measurements, so here it drops lesions too. What the veto does to
+    // real lesions is measured in docs/model-card.md.)
+    let mut vetoing = LesionClassifier::from_bytes(stage, out).unwrap();
+    vetoing.config.veto = true;
+    let stages = Stages {
+        intracranial: None,
+        classifier: Some(&vetoing),
+    };
+    let v = segment_staged(
+        &Sure,
+        &net_info,
+        stages,
+        &img,
+        &SegmentOptions {
+            operating_threshold: Some(0.0),
+            ..Default::default()
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(
+        v.delivered.list.iter().any(|l| l.confidence < on_scale),
+        "{:?}",
+        v.delivered.list
+    );
+    let delivered = v
+        .delivered
+        .list
+        .iter()
+        .filter(|l| l.confidence >= vetoing.operating_threshold)
+        .count();
+    assert!(
+        delivered < s.delivered.list.len(),
+        "{delivered} with the veto, {} without",
+        s.delivered.list.len()
+    );
 }

@@ -54,6 +54,11 @@ pub enum ModelCommand {
         /// False positives per validation case at the operating threshold.
         #[arg(long, default_value_t = 1.0)]
         target_fp: f64,
+        /// Let the classifier's score alone rank the network's lesions too,
+        /// so that it may drop one the network would deliver (default: a
+        /// network lesion keeps the network's own operating point).
+        #[arg(long)]
+        veto: bool,
     },
 }
 
@@ -95,12 +100,14 @@ pub fn run(cmd: &ModelCommand) -> Result<()> {
             trees,
             seed,
             target_fp,
+            veto,
         } => {
             let m = read(model)?;
             let config = ClassifierConfig {
                 trees: *trees,
                 seed: *seed,
                 target_fp_per_case: *target_fp,
+                veto: *veto,
                 ..Default::default()
             };
             let c = LesionClassifier::fit(
