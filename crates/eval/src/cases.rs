@@ -57,7 +57,7 @@ fn nifti_stem(name: &str) -> Option<&str> {
 /// Visible entries of a folder as (name, path), sorted.
 fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(Error::io("read the folder", dir))?
+        .map_err(delineate_imaging::IoFailure::on("read the folder", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
             let name = p.file_name()?.to_string_lossy().to_string();
@@ -344,7 +344,10 @@ fn kind_of_name(name: &str) -> Option<String> {
 }
 
 fn read_kinds(path: &Path) -> Result<HashMap<u32, String>, Error> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("read the lesion kinds", path))?;
+    let text = std::fs::read_to_string(path).map_err(delineate_imaging::IoFailure::on(
+        "read the lesion kinds",
+        path,
+    ))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Input(format!("{}: not JSON: {e}", path.display())))?;
     let mut out = HashMap::new();

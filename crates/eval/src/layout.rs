@@ -120,8 +120,10 @@ pub fn list(dir: &Path, layout: Layout, channel: usize) -> Result<Vec<LayoutCase
         Layout::Delineate => return Err(bad("not an nnU-Net or BraTS dataset".into())),
         Layout::Nnunet => {
             let dj = dir.join("dataset.json");
-            let text = std::fs::read_to_string(&dj)
-                .map_err(Error::io("read the dataset description", &dj))?;
+            let text = std::fs::read_to_string(&dj).map_err(delineate_imaging::IoFailure::on(
+                "read the dataset description",
+                &dj,
+            ))?;
             let d: DatasetJson = serde_json::from_str(&text).map_err(|e| {
                 Error::Input(format!(
                     "{}: not an nnU-Net dataset.json: {e}",
@@ -130,7 +132,8 @@ pub fn list(dir: &Path, layout: Layout, channel: usize) -> Result<Vec<LayoutCase
             })?;
             let suffix = format!("_{channel:04}{}", d.file_ending);
             let images = dir.join("imagesTr");
-            let rd = std::fs::read_dir(&images).map_err(Error::io("list the images", &images))?;
+            let rd = std::fs::read_dir(&images)
+                .map_err(delineate_imaging::IoFailure::on("list the images", &images))?;
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
                 let Some(case) = n.strip_suffix(&suffix) else {

@@ -41,28 +41,8 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
     /// A file or folder could not be read or written.
-    #[error("{}: cannot {what}", path.display())]
-    Io {
-        what: &'static str,
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl Error {
-    /// Maps an I/O error on `path`, met while trying to `what`, keeping
-    /// it as the cause.
-    pub fn io<'a>(
-        what: &'static str,
-        path: &'a std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
-        move |source| Error::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
+    #[error(transparent)]
+    Io(#[from] delineate_imaging::IoFailure),
 }
 
 /// Which confidence thresholds the curves use.

@@ -89,7 +89,10 @@ pub fn write_reports(
     experiments: &[Experiment],
     opts: &EvalOptions,
 ) -> Result<(), Error> {
-    std::fs::create_dir_all(out).map_err(Error::io("create the report folder", out))?;
+    std::fs::create_dir_all(out).map_err(delineate_imaging::IoFailure::on(
+        "create the report folder",
+        out,
+    ))?;
     let json = ReportJson {
         generator: "delineate evaluate",
         version: env!("CARGO_PKG_VERSION"),

@@ -117,7 +117,10 @@ fn fill(t: &str, case: &str, rater: &str) -> String {
 }
 
 pub fn read_design(path: &Path) -> Result<Design, Error> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("read the study design", path))?;
+    let text = std::fs::read_to_string(path).map_err(delineate_imaging::IoFailure::on(
+        "read the study design",
+        path,
+    ))?;
     parse_design(&text, path)
 }
 
@@ -177,8 +180,10 @@ fn load_mask(path: &Path, reference: Option<&Path>) -> Result<Volume<bool>, Erro
 }
 
 fn read_times(path: &Path) -> Result<Times, Error> {
-    let text =
-        std::fs::read_to_string(path).map_err(Error::io("read the contouring times", path))?;
+    let text = std::fs::read_to_string(path).map_err(delineate_imaging::IoFailure::on(
+        "read the contouring times",
+        path,
+    ))?;
     parse_times(&text, path)
 }
 

@@ -140,7 +140,10 @@ Reference \"3\": the voxel-wise mean of the other raters' manual masks ≥ 0.5 (
 p: exact two-sided sign test over lesions, ties dropped; \"higher\": pairs where the CNN-initialised Dice is higher.";
 
 pub fn write_study(out: &Path, r: &StudyResult) -> Result<(), Error> {
-    std::fs::create_dir_all(out).map_err(Error::io("create the report folder", out))?;
+    std::fs::create_dir_all(out).map_err(delineate_imaging::IoFailure::on(
+        "create the report folder",
+        out,
+    ))?;
     let mut md =
         String::from("# Clinical study\n\n## Table 1. Inter-rater agreement (median Dice)\n\n");
     md_table(&mut md, table1(r));

@@ -39,3 +39,26 @@ impl Error {
         }
     }
 }
+
+/// An operating-system error met while trying to `what` to `path`, with
+/// its cause kept: the I/O error that the model and evaluation crates wrap
+/// (one type, so that each states the operation and the file the same way).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot {what}", path.display())]
+pub struct IoFailure {
+    pub what: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoFailure {
+    /// Maps an I/O error on `path`, met while trying to `what`.
+    pub fn on<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| Self {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

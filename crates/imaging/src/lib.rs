@@ -27,7 +27,7 @@ pub mod volume;
 
 pub use any_volume::{AnyVolume, DataType};
 pub use components::{connected_components, label_components, Component, Components, Connectivity};
-pub use error::Error;
+pub use error::{Error, IoFailure};
 pub use geometry::Geometry;
 pub use nifti_io::{
     read_nifti, read_nifti_any, read_nifti_any_from_memory, read_nifti_f32, read_nifti_header,

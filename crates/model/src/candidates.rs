@@ -314,8 +314,10 @@ pub struct CandidateSet {
 
 impl CandidateSet {
     pub fn read(path: &std::path::Path) -> Result<Self, crate::Error> {
-        let bytes =
-            std::fs::read(path).map_err(crate::Error::io("read the candidate set", path))?;
+        let bytes = std::fs::read(path).map_err(delineate_imaging::IoFailure::on(
+            "read the candidate set",
+            path,
+        ))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             crate::Error::Input(format!(
                 "{}: not a candidate set (delineate candidates): {e}",

@@ -48,7 +48,10 @@ pub struct Case {
 /// Case folders of a dataset, sorted by name.
 pub fn case_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(Error::io("list the dataset folder", dir))?;
+    let rd = std::fs::read_dir(dir).map_err(delineate_imaging::IoFailure::on(
+        "list the dataset folder",
+        dir,
+    ))?;
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();

@@ -52,13 +52,8 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
     /// A file could not be read or written.
-    #[error("{}: cannot {what}", path.display())]
-    Io {
-        what: &'static str,
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] delineate_imaging::IoFailure),
     /// A step on one case or file failed; the cause says why.
     #[error("{}: {what}", path.display())]
     Case {
@@ -75,19 +70,4 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-}
-
-impl Error {
-    /// Maps an I/O error on `path`, met while trying to `what`, keeping
-    /// it as the cause.
-    pub fn io<'a>(
-        what: &'static str,
-        path: &'a std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
-        move |source| Error::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
 }

@@ -101,7 +101,8 @@ fn dir(run: &Path) -> PathBuf {
 /// Writes the lists mined after `m.iteration`.
 pub fn save(run: &Path, m: &Mined) -> Result<(), Error> {
     let d = dir(run);
-    std::fs::create_dir_all(&d).map_err(Error::io("create the folder", &d))?;
+    std::fs::create_dir_all(&d)
+        .map_err(delineate_imaging::IoFailure::on("create the folder", &d))?;
     let path = d.join(format!("{:09}.json", m.iteration));
     let bytes = serde_json::to_vec(m).map_err(|e| Error::Input(e.to_string()))?;
     delineate_imaging::atomic::write_atomically(&path, ".json", |p, _| {
@@ -132,7 +133,10 @@ pub fn load_latest(run: &Path, iteration: usize) -> Result<Option<Mined>, Error>
     let Some((_, path)) = best else {
         return Ok(None);
     };
-    let bytes = std::fs::read(&path).map_err(Error::io("read the mined false positives", &path))?;
+    let bytes = std::fs::read(&path).map_err(delineate_imaging::IoFailure::on(
+        "read the mined false positives",
+        &path,
+    ))?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))

@@ -386,7 +386,10 @@ pub fn parse_staged<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>, Erro
 
 /// Loads a model file onto `device`.
 pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Network<B>, ModelInfo), Error> {
-    let bytes = std::fs::read(path).map_err(Error::io("read the model file", path))?;
+    let bytes = std::fs::read(path).map_err(delineate_imaging::IoFailure::on(
+        "read the model file",
+        path,
+    ))?;
     from_bytes(&bytes, path, device)
 }
 

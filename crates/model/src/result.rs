@@ -202,11 +202,10 @@ pub fn write_result(
         intracranial: seg.intracranial.as_ref().map(|i| i.report.clone()),
     };
     let path = dir.join(MANIFEST_FILE);
-    std::fs::write(&path, manifest.to_json()).map_err(|source| Error::Io {
-        what: "write the lesion list",
-        path,
-        source,
-    })?;
+    std::fs::write(&path, manifest.to_json()).map_err(delineate_imaging::IoFailure::on(
+        "write the lesion list",
+        &path,
+    ))?;
     staging.commit()?;
     Ok(Written {
         rtstruct,

@@ -129,11 +129,11 @@ impl Split {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(Error::Io {
+                return Err(Error::Io(delineate_imaging::IoFailure {
                     what: "read the run's split",
                     path,
                     source,
-                })
+                }))
             }
         };
         serde_json::from_str(&text)
@@ -147,11 +147,10 @@ impl Split {
 
     /// Writes `RUN/splits.json` whole (or not at all).
     pub fn write(&self, run: &Path) -> Result<(), Error> {
-        std::fs::create_dir_all(run).map_err(|source| Error::Io {
-            what: "create the run folder",
-            path: run.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(run).map_err(delineate_imaging::IoFailure::on(
+            "create the run folder",
+            run,
+        ))?;
         let text = serde_json::to_string_pretty(self).map_err(|source| Error::Json {
             what: "split",
             path: Self::path(run),

@@ -224,7 +224,10 @@ fn write_checkpoint(
 /// The header and the model and optimiser records of `run/checkpoint.bin`.
 fn read_checkpoint(run: &Path) -> Result<(CheckpointHeader, Vec<u8>, Vec<u8>), Error> {
     let path = checkpoint_path(run);
-    let bytes = std::fs::read(&path).map_err(Error::io("read the checkpoint", &path))?;
+    let bytes = std::fs::read(&path).map_err(delineate_imaging::IoFailure::on(
+        "read the checkpoint",
+        &path,
+    ))?;
     let bad = || {
         Error::Input(format!(
             "{}: not a delineate checkpoint (or corrupt)",
@@ -331,7 +334,10 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
             cfg.widths().len()
         )));
     }
-    std::fs::create_dir_all(run).map_err(Error::io("create the run folder", run))?;
+    std::fs::create_dir_all(run).map_err(delineate_imaging::IoFailure::on(
+        "create the run folder",
+        run,
+    ))?;
     let total = opts.epochs * opts.iterations_per_epoch;
     let (mut start, mut best) = (0usize, None::<f64>);
     let mut last_validation: Option<Validation> = None;
@@ -378,10 +384,12 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
         .create(true)
         .append(true)
         .open(run.join("metrics.jsonl"))
-        .map_err(|source| Error::Io {
-            what: "open the metrics log",
-            path: run.join("metrics.jsonl"),
-            source,
+        .map_err(|source| {
+            Error::Io(delineate_imaging::IoFailure {
+                what: "open the metrics log",
+                path: run.join("metrics.jsonl"),
+                source,
+            })
         })?;
     let info = |iterations: usize, loss: f32, v: Option<&Validation>| ModelInfo {
         format_version: modelfile::FORMAT_VERSION,
@@ -546,7 +554,10 @@ fn run_loop(session: Session<'_>) -> Result<TrainSummary, Error> {
 /// counts.
 pub fn read_curve(run: &Path, name: &str) -> Result<delineate_eval::curves_plot::RunCurve, Error> {
     let path = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(Error::io("read the metrics log", &path))?;
+    let text = std::fs::read_to_string(&path).map_err(delineate_imaging::IoFailure::on(
+        "read the metrics log",
+        &path,
+    ))?;
     let mut by_it: std::collections::BTreeMap<u64, (f64, Option<f64>)> = Default::default();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

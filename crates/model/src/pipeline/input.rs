@@ -17,10 +17,12 @@ pub enum InputKind {
 /// Decides from the path and the first bytes, never from the name alone
 /// when the content says otherwise.
 pub fn detect(path: &Path) -> Result<InputKind, Error> {
-    let io = |source| Error::Io {
-        what: "read the input",
-        path: path.to_path_buf(),
-        source,
+    let io = |source| {
+        Error::Io(delineate_imaging::IoFailure {
+            what: "read the input",
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_dir() {

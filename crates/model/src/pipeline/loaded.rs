@@ -115,10 +115,12 @@ pub fn load_model<B: Backend>(
     let read;
     let (bytes, file, name, id): (&[u8], &Path, String, ModelId) = match path {
         Some(p) => {
-            read = std::fs::read(p).map_err(|source| Error::Io {
-                what: "read the model file",
-                path: p.to_path_buf(),
-                source,
+            read = std::fs::read(p).map_err(|source| {
+                Error::Io(delineate_imaging::IoFailure {
+                    what: "read the model file",
+                    path: p.to_path_buf(),
+                    source,
+                })
             })?;
             let short = p.file_name().map_or_else(
                 || p.display().to_string(),

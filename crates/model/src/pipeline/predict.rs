@@ -142,10 +142,12 @@ pub fn predict_case<B: Backend>(
 /// (it has DICOM files of its own), or holds no case.
 pub fn batch_cases(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>, Error> {
     let mut cases = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        what: "list the input folder",
-        path: dir.to_path_buf(),
-        source,
+    let rd = std::fs::read_dir(dir).map_err(|source| {
+        Error::Io(delineate_imaging::IoFailure {
+            what: "list the input folder",
+            path: dir.to_path_buf(),
+            source,
+        })
     })?;
     let mut dicom_files = 0;
     for e in rd.flatten() {

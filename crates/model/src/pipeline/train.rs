@@ -240,20 +240,24 @@ pub fn train_run(
         on_progress,
     )?;
     if let Some(p) = run.intracranial {
-        let mask = std::fs::read(p).map_err(|source| Error::Io {
-            what: "read the intracranial model",
-            path: p.to_path_buf(),
-            source,
+        let mask = std::fs::read(p).map_err(|source| {
+            Error::Io(delineate_imaging::IoFailure {
+                what: "read the intracranial model",
+                path: p.to_path_buf(),
+                source,
+            })
         })?;
         for f in ["best.dlm", "model.dlm"] {
             let path = run.dir.join(f);
             if !path.is_file() {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-                what: "read the run's model",
-                path: path.clone(),
-                source,
+            let bytes = std::fs::read(&path).map_err(|source| {
+                Error::Io(delineate_imaging::IoFailure {
+                    what: "read the run's model",
+                    path: path.clone(),
+                    source,
+                })
             })?;
             let both = modelfile::attach(&bytes, &path, StageKind::Intracranial, &mask, p)?;
             delineate_imaging::atomic::write_atomically(&path, ".dlm", |t, _| {
