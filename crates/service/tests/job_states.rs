@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! The job state machine, transition by transition, on an in-memory SQLite
-//! database: what each step of a job's life leaves it in.
+//! database: what each step of a job's life leaves it in, and the attempt
+//! cap across restarts.
 
 use std::path::{Path, PathBuf};
 
@@ -160,4 +161,27 @@ fn a_job_superseded_while_it_ran_delivers_nothing() {
             s.jobs_by_state
         );
     }
+}
+
+/// A case that takes the service down every time it runs (the OOM
+/// killer) is run again at most `max_attempts` times in all.
+#[test]
+fn a_job_running_at_every_restart_fails_after_its_attempts() {
+    let q = queue();
+    add(&q, "poison");
+    for attempt in 1..=3 {
+        let j = q.claim().unwrap().unwrap();
+        assert_eq!((j.id.as_str(), j.attempts), ("poison", attempt));
+        // The service dies here; at the next start:
+        let r = q.recover(3).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].2, attempt < 3, "requeued after attempt {attempt}");
+    }
+    let j = q.job("poison").unwrap().unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert!(j.error.unwrap().contains("3 time(s) of 3"));
+    assert!(q.claim().unwrap().is_none());
+    // The next case is not blocked.
+    add(&q, "next-case");
+    assert_eq!(q.claim().unwrap().unwrap().id, "next-case");
 }
